@@ -1,0 +1,246 @@
+"""Client credentials and the Navro endpoints they talk to.
+
+A :class:`Credentials` is validated once, at construction, so a typo fails at start-up with a
+:class:`~navro_adapters.errors.ConfigurationError` naming the field rather than at the first
+payout. The secret is held in a :class:`Secret` wrapper whose ``repr`` is masked, so neither
+``repr(credentials)``, ``vars(credentials)`` nor a traceback's locals dump reveal it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+from typing import Iterable, Mapping, Optional, Tuple
+from urllib.parse import quote, urlsplit
+
+from .errors import ConfigurationError
+
+__all__ = [
+    "ENVIRONMENTS",
+    "Credentials",
+    "OriginScope",
+    "Secret",
+    "origin_of",
+]
+
+#: API base URL per environment, from Navro's "Authenticate Your API Access" document.
+ENVIRONMENTS: Mapping[str, str] = {
+    "sandbox": "https://api.sandbox.navro.cloud",
+    "production": "https://api.navro.cloud",
+}
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class Secret:
+    """A string that never shows itself in ``repr``/``str``; ``reveal()`` returns it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(("Secret", self._value))
+
+    def __getstate__(self) -> str:
+        # Pickling carries the secret to a worker process (multiprocessing, spawn): allowed,
+        # it is a transport, not a display. Debug dumps go through repr and stay masked.
+        return self._value
+
+    def __setstate__(self, state: str) -> None:
+        self._value = state
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_url(field: str, url: object) -> str:
+    """Validate an absolute http(s) URL and return it without a trailing slash."""
+    if not isinstance(url, str) or not url.strip():
+        raise ConfigurationError(field, "must be a non-empty URL string")
+    url = url.strip()
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ConfigurationError(field, "is not a valid URL") from None
+    if parts.scheme not in ("http", "https"):
+        raise ConfigurationError(field, "must use https:// (or http:// to a loopback address)")
+    if not parts.hostname:
+        raise ConfigurationError(field, "has no host")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigurationError(field, "must not embed user information; pass the credentials separately")
+    if parts.query or parts.fragment:
+        raise ConfigurationError(field, "must not have a query string or fragment")
+    if port == 0:
+        raise ConfigurationError(field, "has an invalid port")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ConfigurationError(
+            field,
+            "plain http:// is only allowed to loopback addresses; credentials are never sent "
+            "in clear over a network (use https://)",
+        )
+    return url.rstrip("/")
+
+
+def _check_text(field: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise ConfigurationError(field, f"must be a string, not {type(value).__name__}")
+    if not value.strip():
+        raise ConfigurationError(field, "must not be empty or whitespace")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        raise ConfigurationError(field, "must not contain control characters")
+    return value
+
+
+def origin_of(url: str) -> Tuple[str, str, int]:
+    """``(scheme, host, port)`` of an absolute URL, lower-cased, default ports filled in."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    port = parts.port or _DEFAULT_PORTS.get(scheme, 0)
+    return scheme, host, port
+
+
+class OriginScope:
+    """The set of origins a token may be sent to: the API base plus explicit extras.
+
+    Adapters ask :meth:`allows` before attaching a token, so a redirect or an absolute URL
+    to any other origin never carries it.
+    """
+
+    __slots__ = ("_origins",)
+
+    def __init__(self, base_url: str, extra_origins: Iterable[str] = ()) -> None:
+        origins = {origin_of(base_url)}
+        for extra in extra_origins:
+            origins.add(origin_of(_check_url("extra_origins", extra)))
+        self._origins = frozenset(origins)
+
+    def allows(self, url: str) -> bool:
+        try:
+            return origin_of(url) in self._origins
+        except ValueError:
+            return False
+
+    def __repr__(self) -> str:
+        shown = sorted(f"{s}://{h}:{p}" for s, h, p in self._origins)
+        return f"OriginScope({shown!r})"
+
+
+class Credentials:
+    """What Navro needs to issue a token: client id, secret and company, plus endpoints.
+
+    ``environment`` picks the API base (``sandbox`` or ``production``); ``base_url`` overrides
+    that base (the origin adapters attach tokens to); ``token_url`` overrides the whole token
+    URL (a proxy, a gateway or a local server) while ``base_url`` stays the API base.
+    """
+
+    __slots__ = ("_secret", "base_url", "client_id", "company", "environment", "token_url")
+
+    def __init__(
+        self,
+        client_id: str,
+        client_secret: str,
+        company: str,
+        environment: str = "sandbox",
+        *,
+        base_url: Optional[str] = None,
+        token_url: Optional[str] = None,
+    ) -> None:
+        self.client_id = _check_text("client_id", client_id)
+        if ":" in client_id:
+            # HTTP Basic joins id and secret with a colon: an id containing one cannot be sent.
+            raise ConfigurationError("client_id", "must not contain ':'")
+        self._secret = Secret(_check_text("client_secret", client_secret))
+        self.company = _check_text("company", company).strip()
+        env = environment.strip().lower() if isinstance(environment, str) else environment
+        if env not in ENVIRONMENTS:
+            raise ConfigurationError(
+                "environment", f"must be one of {', '.join(sorted(ENVIRONMENTS))}"
+            )
+        self.environment: str = env
+        self.base_url = _check_url("base_url", base_url) if base_url is not None else ENVIRONMENTS[env]
+        if token_url is not None:
+            self.token_url = _check_url("token_url", token_url)
+        else:
+            segment = quote(self.company, safe="")
+            self.token_url = f"{self.base_url}/authentication/{segment}/token"
+
+    @property
+    def client_secret(self) -> str:
+        """The secret in clear, for building the Basic header. Never log it."""
+        return self._secret.reveal()
+
+    @property
+    def cache_key(self) -> str:
+        """A stable key for this identity: token URL, client id and a hash of the secret.
+
+        Two sets of credentials never share a key, and the key reveals nothing of the secret.
+        """
+        secret_hash = hashlib.sha256(self.client_secret.encode("utf-8")).hexdigest()
+        material = "\x00".join((self.token_url, self.client_id, secret_hash))
+        return hashlib.sha256(material.encode("utf-8")).hexdigest()[:40]
+
+    @classmethod
+    def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> Credentials:
+        """Build credentials from ``NAVRO_*`` environment variables.
+
+        ``NAVRO_CLIENT_ID``, ``NAVRO_CLIENT_SECRET`` and ``NAVRO_COMPANY`` are required;
+        ``NAVRO_ENVIRONMENT`` (default ``sandbox``), ``NAVRO_BASE_URL`` and ``NAVRO_TOKEN_URL``
+        are optional.
+        """
+        env = os.environ if environ is None else environ
+        values = {}
+        for name in ("NAVRO_CLIENT_ID", "NAVRO_CLIENT_SECRET", "NAVRO_COMPANY"):
+            value = env.get(name)
+            if value is None or not value.strip():
+                raise ConfigurationError(name, "environment variable is not set")
+            values[name] = value
+        return cls(
+            values["NAVRO_CLIENT_ID"],
+            values["NAVRO_CLIENT_SECRET"],
+            values["NAVRO_COMPANY"],
+            env.get("NAVRO_ENVIRONMENT") or "sandbox",
+            base_url=env.get("NAVRO_BASE_URL") or None,
+            token_url=env.get("NAVRO_TOKEN_URL") or None,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Credentials):
+            return NotImplemented
+        return (self.client_id, self._secret, self.token_url, self.base_url) == (
+            other.client_id,
+            other._secret,
+            other.token_url,
+            other.base_url,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.client_id, self._secret, self.token_url, self.base_url))
+
+    def __repr__(self) -> str:
+        return (
+            f"Credentials(client_id={self.client_id!r}, client_secret='********', "
+            f"company={self.company!r}, environment={self.environment!r}, "
+            f"token_url={self.token_url!r})"
+        )

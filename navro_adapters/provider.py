@@ -1,0 +1,440 @@
+"""The token provider: a lock-guarded cache in front of one token request at a time.
+
+Data flows one way: an adapter asks the provider for a token; the provider answers from memory
+when it can, and otherwise lets exactly one caller (a thread or a task) start an acquisition
+(a *flight*) that every other caller waits on. Decisions are made under a ``threading.Lock``
+that is only ever held for a few attribute reads and writes, never across I/O or an ``await``,
+so the same provider serves threads, coroutines and several event loops at once.
+
+Freshness follows :class:`~navro_adapters.token.RefreshPolicy`: a FRESH token is returned at
+once, lock-free; a STALE one is returned at once too, while the first caller to see it starts a
+refresh in the background; only when no valid token is left do callers wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import threading
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import List, Optional, Tuple, Union
+
+from ._flow import FlowContext, acquisition_flow, drive_async, drive_sync
+from ._log import logger
+from .clock import SYSTEM_CLOCK, Clock
+from .credentials import Credentials
+from .errors import ConfigurationError, NavroAuthError, TokenTimeoutError
+from .retry import RetryPolicy
+from .store import TokenStore
+from .token import RefreshPolicy, Token
+from .transport import AsyncTransport, SyncTransport, UrllibTransport
+
+__all__ = ["ProviderStats", "TokenProvider"]
+
+RETRY_REFRESH_AFTER_FAILURE = 1.0  # seconds before a failed refresh-ahead is tried again (at most)
+STORE_CLOCK_SKEW = 5.0  # seconds taken off the life of a token read from a shared store
+_WAIT_GRACE = 0.5  # seconds a waiter allows past the flight's own deadline before giving up
+_REJECTED_REMEMBERED = 32  # fingerprints of invalidated tokens kept, so a store never returns one
+
+
+@dataclass
+class ProviderStats:
+    """Counters for tests, benchmarks and the demo (not a metrics system)."""
+
+    token_requests: int = 0  # requests sent to the token endpoint, retries included
+    acquisitions: int = 0  # flights completed with a token
+    failures: int = 0  # flights completed with an error
+    refreshes_ahead: int = 0  # flights started while the token was still valid
+    invalidations: int = 0  # invalidate() calls that dropped the cached token
+
+
+class _Outcome:
+    __slots__ = ("abandoned", "error", "token")
+
+    def __init__(
+        self,
+        token: Optional[Token] = None,
+        error: Optional[NavroAuthError] = None,
+        abandoned: bool = False,
+    ) -> None:
+        self.token = token
+        self.error = error
+        self.abandoned = abandoned
+
+
+_ABANDONED = _Outcome(abandoned=True)
+
+
+class _Flight:
+    """One acquisition in progress, awaitable from threads and from any event loop."""
+
+    __slots__ = ("_lock", "_waiters", "done", "give_up_at", "loop_thread", "outcome", "refresh")
+
+    def __init__(self, *, refresh: bool, give_up_at: float) -> None:
+        self.refresh = refresh
+        self.give_up_at = give_up_at
+        self.loop_thread: Optional[int] = None  # set when the flight runs as a task on a loop
+        self.done = threading.Event()
+        self.outcome: Optional[_Outcome] = None
+        self._lock = threading.Lock()
+        self._waiters: List[Tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+
+    def finish(self, outcome: _Outcome) -> None:
+        with self._lock:
+            if self.outcome is not None:
+                return
+            self.outcome = outcome
+            waiters, self._waiters = self._waiters, []
+        self.done.set()
+        for loop, future in waiters:
+            try:
+                loop.call_soon_threadsafe(_resolve, future)
+            except RuntimeError:  # that loop is closed; its waiter is gone with it
+                pass
+
+    def wait(self, timeout: float) -> Optional[_Outcome]:
+        self.done.wait(max(0.0, timeout))
+        return self.outcome
+
+    async def wait_async(self, timeout: float) -> Optional[_Outcome]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        entry = (loop, future)
+        with self._lock:
+            if self.outcome is not None:
+                return self.outcome
+            self._waiters.append(entry)
+        try:
+            # Cancelling this waiter cancels only its own future, never the shared flight.
+            await asyncio.wait_for(future, max(0.0, timeout))
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            with self._lock:
+                if entry in self._waiters:
+                    self._waiters.remove(entry)
+        return self.outcome
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+# Each cached token with the two instants that decide its state, read as one atomic tuple:
+# (fresh_until, usable_until, token).
+_Entry = Tuple[float, float, Token]
+
+_providers: weakref.WeakSet[TokenProvider] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for provider in list(_providers):
+        provider._reset_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class TokenProvider:
+    """Hands out Navro access tokens; share one per set of credentials.
+
+    Thread-safe and asyncio-safe: :meth:`get_token` from threads, :meth:`aget_token` from
+    coroutines on any number of event loops, in any mix. At most one token request is in
+    flight at a time, and every waiter gets its result or its error.
+
+    ``transport`` (sync) defaults to the standard library; ``async_transport`` is used by
+    :meth:`aget_token` when given, otherwise the sync transport runs on a worker thread so the
+    event loop never blocks. ``store`` shares the token between processes (see
+    :mod:`navro_adapters.store`); ``clock`` and ``rng`` are injectable for tests.
+    """
+
+    def __init__(
+        self,
+        credentials: Credentials,
+        *,
+        transport: Optional[SyncTransport] = None,
+        async_transport: Optional[AsyncTransport] = None,
+        refresh_policy: Optional[RefreshPolicy] = None,
+        retry_policy: Optional[RetryPolicy] = None,
+        store: Optional[TokenStore] = None,
+        store_wait: Optional[float] = None,
+        store_clock_skew: float = STORE_CLOCK_SKEW,
+        clock: Optional[Clock] = None,
+        rng: Optional[random.Random] = None,
+    ) -> None:
+        if not isinstance(credentials, Credentials):
+            raise ConfigurationError(
+                "credentials", f"must be navro_adapters.Credentials, not {type(credentials).__name__}"
+            )
+        self.credentials = credentials
+        self.transport: SyncTransport = transport if transport is not None else UrllibTransport()
+        self.async_transport = async_transport
+        self.refresh_policy = refresh_policy or RefreshPolicy()
+        self.retry_policy = retry_policy or RetryPolicy()
+        self.store = store
+        self.store_wait = self.retry_policy.deadline if store_wait is None else float(store_wait)
+        self.store_clock_skew = store_clock_skew
+        self.clock: Clock = clock or SYSTEM_CLOCK
+        self._rng = rng or random.Random()
+        self.stats = ProviderStats()
+        self._lock = threading.Lock()
+        self._entry: Optional[_Entry] = None
+        self._flight: Optional[_Flight] = None
+        self._next_refresh_at = float("-inf")
+        self._rejected: OrderedDict[str, None] = OrderedDict()
+        self._tasks: set[asyncio.Task[None]] = set()
+        _providers.add(self)
+
+    # -- the public surface ----------------------------------------------------------------
+
+    @property
+    def token(self) -> Optional[Token]:
+        """The cached token, whatever its state (``None`` if there is none)."""
+        entry = self._entry
+        return entry[2] if entry is not None else None
+
+    def get_token(self, *, transport: Optional[SyncTransport] = None) -> Token:
+        """A valid token, from memory when possible. Blocks only when none is valid.
+
+        ``transport`` is used instead of the provider's own if this call has to send the
+        token request. Raises a :class:`~navro_adapters.errors.NavroAuthError`.
+        """
+        entry = self._entry
+        if entry is not None and self.clock.monotonic() < entry[0]:
+            return entry[2]
+        return self._get_token_slow(transport)
+
+    async def aget_token(self, *, transport: Optional[AsyncTransport] = None) -> Token:
+        """:meth:`get_token` for coroutines: waits without blocking the event loop."""
+        entry = self._entry
+        if entry is not None and self.clock.monotonic() < entry[0]:
+            return entry[2]
+        return await self._aget_token_slow(transport)
+
+    def invalidate(self, token: Union[Token, str]) -> bool:
+        """Drop the cached token if it is still ``token`` (a Token or the access-token string).
+
+        Compare-and-invalidate: a late 401 for an old token never throws away a newer one.
+        Returns whether the cache was dropped. Cheap and non-blocking; safe from any thread
+        or coroutine.
+        """
+        access_token = token.access_token if isinstance(token, Token) else token
+        with self._lock:
+            entry = self._entry
+            if entry is None or entry[2].access_token != access_token:
+                return False
+            self._entry = None
+            self._rejected[entry[2].fingerprint] = None
+            while len(self._rejected) > _REJECTED_REMEMBERED:
+                self._rejected.popitem(last=False)
+            self.stats.invalidations += 1
+        logger.info("token %s invalidated", entry[2].fingerprint)
+        return True
+
+    def clear(self) -> None:
+        """Forget the cached token (for example after rotating the secret)."""
+        with self._lock:
+            self._entry = None
+
+    def __repr__(self) -> str:
+        token = self.token
+        shown = token.fingerprint if token is not None else None
+        return f"TokenProvider(client_id={self.credentials.client_id!r}, token={shown!r})"
+
+    # -- deciding, under the lock --------------------------------------------------------------
+
+    def _decide(self) -> Tuple[Optional[Token], Optional[_Flight], bool]:
+        """``(token to return now, flight to wait on, whether the caller must start it)``.
+
+        Called with the lock held; does no I/O.
+        """
+        now = self.clock.monotonic()
+        entry = self._entry
+        if entry is not None and now < entry[0]:
+            return entry[2], None, False
+        flight = self._flight
+        if entry is not None and now < entry[1]:  # STALE: serve it; one caller starts a refresh
+            if flight is None and now >= self._next_refresh_at:
+                flight = self._flight = self._new_flight(refresh=True)
+                self.stats.refreshes_ahead += 1
+                logger.debug("token %s is stale; refreshing ahead", entry[2].fingerprint)
+                return entry[2], flight, True
+            return entry[2], None, False
+        if flight is not None:
+            return None, flight, False
+        flight = self._flight = self._new_flight(refresh=False)
+        return None, flight, True
+
+    def _new_flight(self, *, refresh: bool) -> _Flight:
+        give_up_at = self.clock.monotonic() + self.retry_policy.deadline + _WAIT_GRACE
+        if self.store is not None:
+            give_up_at += self.store_wait
+        return _Flight(refresh=refresh, give_up_at=give_up_at)
+
+    def _context(self) -> FlowContext:
+        return FlowContext(
+            credentials=self.credentials,
+            refresh_policy=self.refresh_policy,
+            retry_policy=self.retry_policy,
+            clock=self.clock,
+            rng=self._rng,
+            is_rejected=self._is_rejected,
+            store=self.store,
+            store_wait=self.store_wait,
+            store_clock_skew=self.store_clock_skew,
+            on_send=self._count_send,
+        )
+
+    def _count_send(self) -> None:
+        self.stats.token_requests += 1
+
+    def _is_rejected(self, token: Token) -> bool:
+        return token.fingerprint in self._rejected
+
+    def _complete(self, flight: _Flight, outcome: _Outcome) -> None:
+        """Publish a flight's outcome: cache the token, then wake every waiter."""
+        with self._lock:
+            if self._flight is flight:
+                self._flight = None
+            token = outcome.token
+            if token is not None and self._is_rejected(token):
+                outcome = _ABANDONED  # invalidated while in flight: waiters try again
+            elif token is not None:
+                fresh_until, usable_until = self.refresh_policy.deadlines(token)
+                self._entry = (fresh_until, usable_until, token)
+                self.stats.acquisitions += 1
+                if self.clock.monotonic() >= fresh_until:
+                    # A peer's stale token from the store: let the peer refresh, look again soon.
+                    self._next_refresh_at = self.clock.monotonic() + RETRY_REFRESH_AFTER_FAILURE
+            elif outcome.error is not None:
+                self.stats.failures += 1
+                if flight.refresh:
+                    # The current token is still valid: keep serving it, try again later.
+                    self._next_refresh_at = self.clock.monotonic() + self._refresh_backoff()
+        flight.finish(outcome)
+
+    def _refresh_backoff(self) -> float:
+        entry = self._entry
+        if entry is None:
+            return 0.0
+        left = entry[1] - self.clock.monotonic()
+        return max(0.0, min(RETRY_REFRESH_AFTER_FAILURE, left / 4))
+
+    def _result(self, outcome: Optional[_Outcome]) -> Optional[Token]:
+        """The token a waiter returns; raises the flight's error; ``None`` means try again."""
+        if outcome is None:
+            raise TokenTimeoutError("timed out waiting for a token")
+        if outcome.error is not None:
+            raise outcome.error
+        return outcome.token
+
+    # -- the sync path ------------------------------------------------------------------------
+
+    def _run_flight_sync(self, flight: _Flight, transport: Optional[SyncTransport]) -> None:
+        try:
+            token = drive_sync(
+                acquisition_flow(self._context()),
+                transport or self.transport,
+                self.store,
+                self.clock.sleep,
+            )
+        except NavroAuthError as exc:
+            self._complete(flight, _Outcome(error=exc))
+        except BaseException:
+            self._complete(flight, _ABANDONED)
+            raise
+        else:
+            self._complete(flight, _Outcome(token=token))
+
+    def _start_thread(self, flight: _Flight, transport: Optional[SyncTransport]) -> None:
+        thread = threading.Thread(
+            target=self._run_flight_sync,
+            args=(flight, transport),
+            name="navro-adapters-token",
+            daemon=True,
+        )
+        thread.start()
+
+    def _get_token_slow(self, transport: Optional[SyncTransport]) -> Token:
+        while True:
+            with self._lock:
+                token, flight, start = self._decide()
+            if flight is not None and start:
+                if token is not None:  # refresh ahead in the background; serve the valid token
+                    self._start_thread(flight, transport)
+                    return token
+                self._run_flight_sync(flight, transport)
+            if token is not None:
+                return token
+            assert flight is not None
+            if flight.loop_thread == threading.get_ident():
+                # This thread runs the loop that runs the flight: waiting would deadlock it.
+                return self._fetch_outside_flight(transport)
+            result = self._result(flight.wait(flight.give_up_at - self.clock.monotonic()))
+            if result is not None:
+                return result
+
+    def _fetch_outside_flight(self, transport: Optional[SyncTransport]) -> Token:
+        token = drive_sync(
+            acquisition_flow(self._context()), transport or self.transport, self.store, self.clock.sleep
+        )
+        fresh_until, usable_until = self.refresh_policy.deadlines(token)
+        with self._lock:
+            self._entry = (fresh_until, usable_until, token)
+        return token
+
+    # -- the async path -----------------------------------------------------------------------
+
+    async def _run_flight_async(self, flight: _Flight, transport: AsyncTransport) -> None:
+        try:
+            token = await drive_async(acquisition_flow(self._context()), transport, self.store)
+        except NavroAuthError as exc:
+            self._complete(flight, _Outcome(error=exc))
+        except BaseException:
+            # Cancelled (its loop is shutting down): waiters on other loops start over.
+            self._complete(flight, _ABANDONED)
+            raise
+        else:
+            self._complete(flight, _Outcome(token=token))
+
+    def _start_async(self, flight: _Flight, transport: Optional[AsyncTransport]) -> None:
+        transport = transport or self.async_transport
+        if transport is None:
+            # No async transport: the sync one runs on its own thread, off every event loop.
+            self._start_thread(flight, None)
+            return
+        loop = asyncio.get_running_loop()
+        flight.loop_thread = threading.get_ident()
+        task = loop.create_task(self._run_flight_async(flight, transport))
+        self._tasks.add(task)  # a strong reference until done, so it is never collected early
+        task.add_done_callback(self._tasks.discard)
+
+    async def _aget_token_slow(self, transport: Optional[AsyncTransport]) -> Token:
+        while True:
+            with self._lock:
+                token, flight, start = self._decide()
+            if flight is not None and start:
+                self._start_async(flight, transport)
+            if token is not None:
+                return token
+            assert flight is not None
+            outcome = await flight.wait_async(flight.give_up_at - self.clock.monotonic())
+            result = self._result(outcome)
+            if result is not None:
+                return result
+
+    # -- process lifecycle ----------------------------------------------------------------------
+
+    def _reset_after_fork(self) -> None:
+        """In a forked child: fresh lock, no inherited flight or tasks (they do not exist here)."""
+        self._lock = threading.Lock()
+        self._flight = None
+        self._tasks = set()
+        self._next_refresh_at = float("-inf")
+
+
