@@ -12,6 +12,7 @@ The engine knows HTTP framing only; what to answer is the handler's business. A 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import http
 import json
@@ -173,7 +174,7 @@ class HttpServer:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._thread: Optional[threading.Thread] = None
         self._server: Optional[asyncio.AbstractServer] = None
-        self._connections: Set["asyncio.Task[None]"] = set()
+        self._connections: Set[asyncio.Task[None]] = set()
         self._transports: Set[asyncio.WriteTransport] = set()
         self._released: Optional[asyncio.Event] = None
         self._ready = threading.Event()
@@ -227,12 +228,10 @@ class HttpServer:
             try:
                 future = asyncio.run_coroutine_threadsafe(self._shutdown(), loop)
                 future.result(SHUTDOWN_TIMEOUT)
-            except Exception:  # noqa: BLE001 - closing must not raise; the thread is a daemon
+            except Exception:  # closing must not raise; the thread is a daemon
                 logger.debug("sandbox shutdown did not complete cleanly", exc_info=True)
-            try:
+            with contextlib.suppress(RuntimeError):  # the loop may have closed itself
                 loop.call_soon_threadsafe(loop.stop)
-            except RuntimeError:  # the loop already closed itself
-                pass
         thread.join(SHUTDOWN_TIMEOUT)
 
     def _run(self, sock: socket.socket) -> None:
@@ -242,7 +241,7 @@ class HttpServer:
         try:
             try:
                 loop.run_until_complete(self._open(sock))
-            except BaseException as exc:  # noqa: BLE001 - reported to start()
+            except BaseException as exc:  # reported to start()
                 self._start_error = exc
                 sock.close()
                 return
@@ -288,7 +287,7 @@ class HttpServer:
             abort = await self._serve_requests(reader, writer)
         except (asyncio.CancelledError, ConnectionError, asyncio.IncompleteReadError, OSError):
             abort = True
-        except Exception:  # noqa: BLE001 - one broken connection must never stop the server
+        except Exception:  # one broken connection must not stop the server
             logger.exception("sandbox connection failed")
             abort = True
         finally:
@@ -312,8 +311,8 @@ class HttpServer:
             except asyncio.LimitOverrunError:
                 await self._refuse(reader, writer, HttpError(431, "request head too large"))
                 return False
-            head = head.lstrip(b"\r\n")
-            if not head.strip():
+            head = head.lstrip(b"\r\n")  # RFC 9112 2.2: ignore empty lines before a request
+            if not head:
                 continue
             try:
                 request = await self._read_request(head, reader, writer)
@@ -322,7 +321,7 @@ class HttpServer:
                 return False
             try:
                 reply = await self._handler(request)
-            except Exception:  # noqa: BLE001 - a handler bug answers 500, the server lives on
+            except Exception:  # a handler bug answers 500; the server lives on
                 logger.exception("sandbox handler failed")
                 reply = json_response(500, {"error": "server_error"})
             if isinstance(reply, Disconnect):

@@ -69,7 +69,7 @@ class Fault:
     """One scripted answer. Build it with the class-method constructors, not directly."""
 
     kind: str
-    status: int = 200
+    status_code: int = 200
     body: bytes = b""
     content_type: Optional[str] = None
     headers: Tuple[Tuple[str, str], ...] = ()
@@ -78,7 +78,7 @@ class Fault:
     def __post_init__(self) -> None:
         if self.kind not in FaultKind.ALL:
             raise ValueError(f"unknown fault kind {self.kind!r}")
-        _check_status(self.status)
+        _check_status(self.status_code)
         if not math.isfinite(self.seconds) or self.seconds < 0:
             raise ValueError(f"seconds must be finite and >= 0, not {self.seconds!r}")
         for name, value in self.headers:
@@ -110,7 +110,7 @@ class Fault:
             extra.append(("Retry-After", str(retry_after)))
         return cls(
             FaultKind.RESPONSE,
-            status=code,
+            status_code=code,
             body=json.dumps(body).encode("utf-8"),
             content_type=JSON_TYPE,
             headers=tuple(extra),
@@ -121,7 +121,7 @@ class Fault:
         """Any JSON document, e.g. a token response without ``access_token``."""
         return cls(
             FaultKind.RESPONSE,
-            status=status,
+            status_code=status,
             body=json.dumps(body).encode("utf-8"),
             content_type=JSON_TYPE,
         )
@@ -131,7 +131,9 @@ class Fault:
         """Exactly these bytes with this content type."""
         if not isinstance(body, (bytes, bytearray)):
             raise TypeError("body must be bytes")
-        return cls(FaultKind.RESPONSE, status=status, body=bytes(body), content_type=content_type)
+        return cls(
+            FaultKind.RESPONSE, status_code=status, body=bytes(body), content_type=content_type
+        )
 
     @classmethod
     def malformed_json(cls) -> Fault:
@@ -168,7 +170,7 @@ class Fault:
     def to_dict(self) -> Dict[str, Any]:
         return {
             "kind": self.kind,
-            "status": self.status,
+            "status_code": self.status_code,
             "body": base64.b64encode(self.body).decode("ascii"),
             "content_type": self.content_type,
             "headers": [list(pair) for pair in self.headers],
@@ -180,7 +182,7 @@ class Fault:
         try:
             return cls(
                 kind=str(data["kind"]),
-                status=int(data["status"]),
+                status_code=int(data["status_code"]),
                 body=base64.b64decode(str(data["body"]), validate=True),
                 content_type=None if data["content_type"] is None else str(data["content_type"]),
                 headers=tuple((str(name), str(value)) for name, value in data["headers"]),

@@ -57,8 +57,8 @@ def _parse_part(part: bytes) -> Tuple[str, str]:
             text = line.decode("utf-8")
         except UnicodeDecodeError:
             raise MultipartError("part header is not UTF-8") from None
-        header, sep, value = text.partition(":")
-        if not sep or not header.strip():
+        header, colon, value = text.partition(":")
+        if not colon or not header.strip():
             raise MultipartError("malformed part header")
         if header.strip().lower() == "content-disposition":
             disposition, name = _header_param("content-disposition", value.strip(), "name")

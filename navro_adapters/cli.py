@@ -1,0 +1,200 @@
+"""The ``navro-adapters`` command: ``token``, ``sandbox`` and ``demo``.
+
+Every failure is one line on stderr and a non-zero exit status; no traceback, no secret.
+Exit statuses: 0 success, 1 authentication or network failure, 2 bad usage or configuration,
+130 interrupted, 70 an unexpected internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import List, NoReturn, Optional, Sequence
+
+from ._version import __version__
+from .credentials import Credentials
+from .errors import ConfigurationError, NavroAuthError
+from .provider import TokenProvider
+
+EXIT_AUTH = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 70
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors exit with one line and status 2 like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"navro-adapters: error: {message}\n")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="navro-adapters", description="Navro API authentication tools.")
+    parser.add_argument("--version", action="version", version=f"navro-adapters {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="{token,sandbox,demo}")
+
+    token = commands.add_parser(
+        "token",
+        help="print an access token (for curl -H \"Authorization: Bearer $(navro-adapters token)\")",
+        description="Fetch an access token. Credentials come from NAVRO_* environment variables; "
+        "flags override them. Prefer NAVRO_CLIENT_SECRET or --client-secret-file to "
+        "--client-secret, which other users of the machine can see in the process list.",
+    )
+    token.add_argument("--client-id")
+    token.add_argument("--client-secret")
+    token.add_argument("--client-secret-file", help="read the secret from this file")
+    token.add_argument("--company")
+    token.add_argument("--environment", choices=("sandbox", "production"))
+    token.add_argument("--base-url")
+    token.add_argument("--token-url")
+    token.add_argument("--timeout", type=float, default=None, help="total deadline in seconds")
+    token.add_argument("--json", action="store_true", help="print the whole token response")
+
+    sandbox = commands.add_parser("sandbox", help="run the embedded Navro sandbox until interrupted")
+    sandbox.add_argument("--host", default="127.0.0.1")
+    sandbox.add_argument("--port", type=int, default=8300)
+    sandbox.add_argument("--client-id", default="sandbox-client")
+    sandbox.add_argument("--client-secret", default="sandbox-secret")
+    sandbox.add_argument("--company", default="acme")
+    sandbox.add_argument("--token-ttl", type=float, default=300.0)
+
+    demo = commands.add_parser("demo", help="run every installed adapter against the sandbox")
+    demo.add_argument("--requests", type=int, default=8, help="concurrent requests per adapter")
+    return parser
+
+
+def _credentials_from(args: argparse.Namespace) -> Credentials:
+    env = dict(os.environ)
+    secret = args.client_secret
+    if args.client_secret_file:
+        try:
+            with open(args.client_secret_file, encoding="utf-8") as handle:
+                secret = handle.read().strip()
+        except OSError as exc:
+            raise ConfigurationError(
+                "--client-secret-file", f"cannot be read ({exc.strerror or type(exc).__name__})"
+            ) from None
+    overrides = {
+        "NAVRO_CLIENT_ID": args.client_id,
+        "NAVRO_CLIENT_SECRET": secret,
+        "NAVRO_COMPANY": args.company,
+        "NAVRO_ENVIRONMENT": args.environment,
+        "NAVRO_BASE_URL": args.base_url,
+        "NAVRO_TOKEN_URL": args.token_url,
+    }
+    env.update({k: v for k, v in overrides.items() if v is not None})
+    return Credentials.from_env(env)
+
+
+def _cmd_token(args: argparse.Namespace) -> int:
+    from .retry import RetryPolicy
+
+    credentials = _credentials_from(args)
+    policy = RetryPolicy() if args.timeout is None else RetryPolicy(
+        deadline=args.timeout, attempt_timeout=min(args.timeout, RetryPolicy().attempt_timeout)
+    )
+    token = TokenProvider(credentials, retry_policy=policy).get_token()
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "access_token": token.access_token,
+                    "token_type": token.token_type,
+                    "expires_in": token.expires_in,
+                    "scope": token.scope,
+                    "expires_at": time.strftime(
+                        "%Y-%m-%dT%H:%M:%SZ", time.gmtime(token.expires_at_wall)
+                    ),
+                },
+                indent=2,
+            )
+        )
+    else:
+        print(token.access_token)
+    return 0
+
+
+def _cmd_sandbox(args: argparse.Namespace) -> int:
+    from .sandbox import Sandbox
+
+    try:
+        sandbox = Sandbox(
+            client_id=args.client_id,
+            client_secret=args.client_secret,
+            company=args.company,
+            token_ttl=args.token_ttl,
+            host=args.host,
+            port=args.port,
+        )
+    except ValueError as exc:
+        raise ConfigurationError("sandbox", str(exc)) from None
+    try:
+        sandbox.start()
+    except OSError as exc:
+        raise ConfigurationError(
+            "--port", f"cannot listen on {args.host}:{args.port} ({exc.strerror or exc})"
+        ) from None
+    with sandbox:
+        print(f"Navro sandbox listening on {sandbox.base_url}", flush=True)
+        print(f"  token endpoint: {sandbox.token_url}")
+        print("  credentials (sandbox only):")
+        print(f"    export NAVRO_CLIENT_ID={args.client_id}")
+        print(f"    export NAVRO_CLIENT_SECRET={args.client_secret}")
+        print(f"    export NAVRO_COMPANY={args.company}")
+        print(f"    export NAVRO_BASE_URL={sandbox.base_url}")
+        print("Press Ctrl+C to stop.", flush=True)
+        while True:
+            time.sleep(3600)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import format_table, run_demo
+
+    if args.requests < 1:
+        raise ConfigurationError("--requests", "must be at least 1")
+    print("navro-adapters demo: every installed adapter against the embedded sandbox\n", flush=True)
+    rows = run_demo(requests_per_row=args.requests)
+    print(format_table(rows))
+    failed = [row for row in rows if not row.ok]
+    print()
+    if failed:
+        print(f"{len(failed)} adapter(s) did not get 200 from the sandbox", file=sys.stderr)
+        return EXIT_AUTH
+    print("Each adapter made one token request for all its concurrent calls; the shared")
+    print("provider made one for every adapter together.")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    handlers = {"token": _cmd_token, "sandbox": _cmd_sandbox, "demo": _cmd_demo}
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return handlers[args.command](args)
+    except ConfigurationError as exc:
+        _fail(f"configuration error: {exc}")
+        return EXIT_USAGE
+    except NavroAuthError as exc:
+        _fail(f"{type(exc).__name__}: {exc}")
+        return EXIT_AUTH
+    except KeyboardInterrupt:
+        _fail("interrupted")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # the CLI promises no tracebacks
+        _fail(f"internal error ({type(exc).__name__}); please report it")
+        return EXIT_INTERNAL
+
+
+def _fail(message: str) -> None:
+    print(f"navro-adapters: {message}", file=sys.stderr, flush=True)
+
+
