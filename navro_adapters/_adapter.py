@@ -11,7 +11,6 @@ from typing import Callable, Iterable, Optional, Union
 
 from .credentials import Credentials, OriginScope
 from .errors import ConfigurationError
-from .protocol import API_VERSION
 from .provider import TokenProvider
 
 __all__ = ["API_VERSION_HEADER", "AdapterCore", "AuthSource", "MAX_AUTH_ATTEMPTS"]
@@ -63,5 +62,3 @@ class AdapterCore:
 
     def __repr__(self) -> str:
         return f"AdapterCore(provider={self.provider!r}, scope={self.scope!r})"
-
-

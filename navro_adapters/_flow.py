@@ -149,7 +149,9 @@ def _wait_for_peer(ctx: FlowContext) -> Generator[Action, Any, Tuple[Optional[To
     return None, False
 
 
-def _store_quietly(ctx: FlowContext, method: str, args: Tuple[Any, ...]) -> Generator[Action, Any, None]:
+def _store_quietly(
+    ctx: FlowContext, method: str, args: Tuple[Any, ...]
+) -> Generator[Action, Any, None]:
     """A store write whose failure must not fail the acquisition."""
     if ctx.store is None:
         return

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from typing import Iterable, Optional
+from typing import Dict, Iterable, Optional
 
 try:
     import aiohttp
@@ -31,6 +31,7 @@ try:
     from aiohttp.client_middlewares import ClientHandlerType
     from aiohttp.payload import AsyncIterablePayload
     from multidict import istr
+    from yarl import URL
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess by the tests
     raise ImportError(
         "navro_adapters.aiohttp needs aiohttp>=3.12 (client middlewares): "
@@ -51,6 +52,8 @@ __all__ = ["AiohttpTransport", "NavroAuthMiddleware"]
 _AUTHORIZATION = hdrs.AUTHORIZATION
 _API_VERSION_KEY = istr(API_VERSION_HEADER)
 _UNAUTHORIZED = 401
+_MAX_REMEMBERED_AUTHORITIES = 64  # scope decisions kept per scheme; others are made every time
+_NOTHING: Dict[str, bool] = {}
 
 
 class AiohttpTransport:
@@ -66,9 +69,6 @@ class AiohttpTransport:
 
     def __init__(self, session: aiohttp.ClientSession) -> None:
         self._session_ref = weakref.ref(session)
-
-    def serves(self, session: aiohttp.ClientSession) -> bool:
-        return self._session_ref() is session
 
     async def __call__(self, request: TokenRequest, *, timeout: float) -> TransportResponse:
         session = self._session_ref()
@@ -128,7 +128,7 @@ class NavroAuthMiddleware:
     when a valid token is cached.
     """
 
-    __slots__ = ("_core", "_fetch_on_session", "_provider", "_transport")
+    __slots__ = ("_core", "_fetch_on_session", "_provider", "_scope_by_authority", "_transport")
 
     def __init__(
         self, credentials_or_provider: AuthSource, *, extra_origins: Iterable[str] = ()
@@ -138,42 +138,35 @@ class NavroAuthMiddleware:
         # Only a provider we built fetches on the caller's session; a shared one keeps its own.
         self._fetch_on_session = isinstance(credentials_or_provider, Credentials)
         self._transport: Optional[AiohttpTransport] = None
+        # scheme -> authority -> may carry the token, as decided by AdapterCore.applies_to.
+        # yarl has already parsed both parts, so the hot path neither renders the URL to a
+        # string nor parses it again.
+        self._scope_by_authority: Dict[str, Dict[str, bool]] = {}
 
     @property
     def provider(self) -> TokenProvider:
         """The token provider behind this middleware (built or given)."""
         return self._provider
 
-    def _transport_for(
-        self, session: Optional[aiohttp.ClientSession]
-    ) -> Optional[AiohttpTransport]:
-        if session is None or not self._fetch_on_session:
-            return None
-        transport = self._transport
-        if transport is None or not transport.serves(session):
-            # Usually one session per middleware; a shared middleware rebinds (no lock needed:
-            # a racing rebind only builds an equivalent transport).
-            transport = self._transport = AiohttpTransport(session)
-        return transport
-
-    async def _token(self, request: aiohttp.ClientRequest) -> Token:
-        # The same as the hot path in __call__, which inlines it to save a coroutine.
-        if self._fetch_on_session:
-            return await self._provider.aget_token(transport=self._transport_for(request.session))
-        return await self._provider.aget_token()
-
     async def __call__(
         self, request: aiohttp.ClientRequest, handler: ClientHandlerType
     ) -> aiohttp.ClientResponse:
+        url = request.url
+        in_scope = self._scope_by_authority.get(url.scheme, _NOTHING).get(url.raw_authority)
+        if in_scope is None:
+            in_scope = self._decide_scope(url)
         headers = request.headers
-        if not self._core.applies_to(str(request.url)):
+        if not in_scope:
             if _AUTHORIZATION in headers:
                 self._strip_our_token(request)
             return await handler(request)
         if _API_VERSION_KEY not in headers:
             headers[_API_VERSION_KEY] = API_VERSION
         if self._fetch_on_session:
-            token = await self._provider.aget_token(transport=self._transport_for(request.session))
+            transport = self._transport
+            if transport is None or transport._session_ref() is not request.session:
+                transport = self._bind(request.session)
+            token = await self._provider.aget_token(transport=transport)
         else:
             token = await self._provider.aget_token()
         headers[_AUTHORIZATION] = token.authorization
@@ -181,6 +174,26 @@ class NavroAuthMiddleware:
         if response.status != _UNAUTHORIZED:
             return response
         return await self._resend_after_401(request, handler, response, token)
+
+    def _bind(self, session: Optional[aiohttp.ClientSession]) -> Optional[AiohttpTransport]:
+        """The transport for token requests on ``session`` (rebound when the session changes).
+
+        Usually one session per middleware; a middleware shared between sessions rebinds. No
+        lock: a racing rebind only builds an equivalent transport.
+        """
+        if session is None:
+            return None
+        transport = self._transport = AiohttpTransport(session)
+        return transport
+
+    async def _token(self, request: aiohttp.ClientRequest) -> Token:
+        """The token lookup of ``__call__`` (which inlines it to save a coroutine)."""
+        if not self._fetch_on_session:
+            return await self._provider.aget_token()
+        transport = self._transport
+        if transport is None or transport._session_ref() is not request.session:
+            transport = self._bind(request.session)
+        return await self._provider.aget_token(transport=transport)
 
     async def _resend_after_401(
         self,
@@ -199,6 +212,13 @@ class NavroAuthMiddleware:
         logger.debug("API answered 401 for token %s; resending once", sent.fingerprint)
         request.headers[_AUTHORIZATION] = token.authorization
         return await handler(request)
+
+    def _decide_scope(self, url: URL) -> bool:
+        in_scope = self._core.applies_to(str(url))
+        remembered = self._scope_by_authority.setdefault(url.scheme, {})
+        if len(remembered) < _MAX_REMEMBERED_AUTHORITIES:
+            remembered[url.raw_authority] = in_scope
+        return in_scope
 
     def _strip_our_token(self, request: aiohttp.ClientRequest) -> None:
         """Remove our bearer token from a request to another origin, should one carry it.

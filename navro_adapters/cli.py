@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
-from typing import List, NoReturn, Optional, Sequence
+from typing import NoReturn, Optional, Sequence
 
 from ._version import __version__
 from .credentials import Credentials
@@ -35,11 +36,14 @@ class _Parser(argparse.ArgumentParser):
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="navro-adapters", description="Navro API authentication tools.")
     parser.add_argument("--version", action="version", version=f"navro-adapters {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log token fetches and retries to stderr"
+    )
     commands = parser.add_subparsers(dest="command", metavar="{token,sandbox,demo}")
 
     token = commands.add_parser(
         "token",
-        help="print an access token (for curl -H \"Authorization: Bearer $(navro-adapters token)\")",
+        help='print an access token (for curl -H "Authorization: Bearer $(navro-adapters token)")',
         description="Fetch an access token. Credentials come from NAVRO_* environment variables; "
         "flags override them. Prefer NAVRO_CLIENT_SECRET or --client-secret-file to "
         "--client-secret, which other users of the machine can see in the process list.",
@@ -54,7 +58,9 @@ def _build_parser() -> argparse.ArgumentParser:
     token.add_argument("--timeout", type=float, default=None, help="total deadline in seconds")
     token.add_argument("--json", action="store_true", help="print the whole token response")
 
-    sandbox = commands.add_parser("sandbox", help="run the embedded Navro sandbox until interrupted")
+    sandbox = commands.add_parser(
+        "sandbox", help="run the embedded Navro sandbox until interrupted"
+    )
     sandbox.add_argument("--host", default="127.0.0.1")
     sandbox.add_argument("--port", type=int, default=8300)
     sandbox.add_argument("--client-id", default="sandbox-client")
@@ -94,8 +100,12 @@ def _cmd_token(args: argparse.Namespace) -> int:
     from .retry import RetryPolicy
 
     credentials = _credentials_from(args)
-    policy = RetryPolicy() if args.timeout is None else RetryPolicy(
-        deadline=args.timeout, attempt_timeout=min(args.timeout, RetryPolicy().attempt_timeout)
+    policy = (
+        RetryPolicy()
+        if args.timeout is None
+        else RetryPolicy(
+            deadline=args.timeout, attempt_timeout=min(args.timeout, RetryPolicy().attempt_timeout)
+        )
     )
     token = TokenProvider(credentials, retry_policy=policy).get_token()
     if args.json:
@@ -176,6 +186,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    if args.verbose:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         return handlers[args.command](args)
     except ConfigurationError as exc:
@@ -196,5 +208,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _fail(message: str) -> None:
     print(f"navro-adapters: {message}", file=sys.stderr, flush=True)
-
-

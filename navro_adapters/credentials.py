@@ -88,7 +88,9 @@ def _check_url(field: str, url: object) -> str:
     if not parts.hostname:
         raise ConfigurationError(field, "has no host")
     if parts.username is not None or parts.password is not None:
-        raise ConfigurationError(field, "must not embed user information; pass the credentials separately")
+        raise ConfigurationError(
+            field, "must not embed user information; pass the credentials separately"
+        )
     if parts.query or parts.fragment:
         raise ConfigurationError(field, "must not have a query string or fragment")
     if port == 0:
@@ -179,7 +181,9 @@ class Credentials:
                 "environment", f"must be one of {', '.join(sorted(ENVIRONMENTS))}"
             )
         self.environment: str = env
-        self.base_url = _check_url("base_url", base_url) if base_url is not None else ENVIRONMENTS[env]
+        self.base_url = (
+            _check_url("base_url", base_url) if base_url is not None else ENVIRONMENTS[env]
+        )
         if token_url is not None:
             self.token_url = _check_url("token_url", token_url)
         else:

@@ -153,7 +153,9 @@ def _summarise(statuses: List[int]) -> str:
     return ", ".join(f"{n}x {status}" for status, n in sorted(counts.items()))
 
 
-def run_demo(*, requests_per_row: int = REQUESTS_PER_ROW, sandbox: Optional[Sandbox] = None) -> List[Row]:
+def run_demo(
+    *, requests_per_row: int = REQUESTS_PER_ROW, sandbox: Optional[Sandbox] = None
+) -> List[Row]:
     """Run every installed adapter against a sandbox (a new one unless given)."""
     own = sandbox is None
     sb = sandbox or Sandbox().start()
@@ -171,22 +173,24 @@ def run_demo(*, requests_per_row: int = REQUESTS_PER_ROW, sandbox: Optional[Sand
                 ok = statuses == [200] * requests_per_row
                 rows.append(Row(label, _summarise(statuses), sb.stats().token_requests, ok=ok))
             except (NavroAuthError, ImportError) as exc:
-                rows.append(Row(label, "error", sb.stats().token_requests, type(exc).__name__, False))
+                rows.append(
+                    Row(label, "error", sb.stats().token_requests, type(exc).__name__, False)
+                )
         sb.reset_stats()
         shared = TokenProvider(sb.credentials())
-        statuses: List[int] = []
-        for label, runner in available:
+        shared_statuses: List[int] = []
+        for _label, runner in available:
             try:
-                statuses += runner(shared, url, 2)
+                shared_statuses += runner(shared, url, 2)
             except (NavroAuthError, ImportError):
-                statuses.append(0)
+                shared_statuses.append(0)
         rows.append(
             Row(
                 "one shared TokenProvider",
-                _summarise(statuses),
+                _summarise(shared_statuses),
                 sb.stats().token_requests,
                 f"{len(available)} adapters",
-                ok=set(statuses) == {200} and sb.stats().token_requests == 1,
+                ok=set(shared_statuses) == {200} and sb.stats().token_requests == 1,
             )
         )
         rows.sort(key=lambda row: row.note == "not installed")

@@ -161,11 +161,7 @@ def _lifetime(raw: Any, status: int) -> float:
 
 def _usable_access_token(value: Any) -> bool:
     # A token is sent in a header: anything outside visible ASCII could corrupt the request.
-    return (
-        isinstance(value, str)
-        and bool(value)
-        and all(0x21 <= ord(ch) <= 0x7E for ch in value)
-    )
+    return isinstance(value, str) and bool(value) and all(0x21 <= ord(ch) <= 0x7E for ch in value)
 
 
 def parse_token_response(
@@ -206,7 +202,9 @@ def parse_token_response(
     )
 
 
-def _parse_success(response: TransportResponse, requested_at: float, requested_at_wall: float) -> Token:
+def _parse_success(
+    response: TransportResponse, requested_at: float, requested_at_wall: float
+) -> Token:
     status = response.status_code
     data = _json_object(response.body)
     if data is None:
@@ -228,7 +226,9 @@ def _parse_success(response: TransportResponse, requested_at: float, requested_a
     assert isinstance(access_token, str)
     token_type = data.get("token_type", "Bearer")
     if not isinstance(token_type, str) or token_type.lower() != "bearer":
-        shown = _clean_text(token_type) if isinstance(token_type, str) else type(token_type).__name__
+        shown = (
+            _clean_text(token_type) if isinstance(token_type, str) else type(token_type).__name__
+        )
         raise TokenResponseError(
             f"token response has token_type {shown!r}; only Bearer is supported",
             status_code=status,

@@ -14,6 +14,7 @@ refresh in the background; only when no valid token is left do callers wait.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import threading
@@ -90,10 +91,9 @@ class _Flight:
             waiters, self._waiters = self._waiters, []
         self.done.set()
         for loop, future in waiters:
-            try:
+            # A closed loop raises RuntimeError: its waiter is gone with it.
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_resolve, future)
-            except RuntimeError:  # that loop is closed; its waiter is gone with it
-                pass
 
     def wait(self, timeout: float) -> Optional[_Outcome]:
         self.done.wait(max(0.0, timeout))
@@ -169,7 +169,8 @@ class TokenProvider:
     ) -> None:
         if not isinstance(credentials, Credentials):
             raise ConfigurationError(
-                "credentials", f"must be navro_adapters.Credentials, not {type(credentials).__name__}"
+                "credentials",
+                f"must be navro_adapters.Credentials, not {type(credentials).__name__}",
             )
         self.credentials = credentials
         self.transport: SyncTransport = transport if transport is not None else UrllibTransport()
@@ -197,6 +198,17 @@ class TokenProvider:
         """The cached token, whatever its state (``None`` if there is none)."""
         entry = self._entry
         return entry[2] if entry is not None else None
+
+    def fresh_token(self) -> Optional[Token]:
+        """The cached token if it is FRESH, else ``None``; never waits, fetches or locks.
+
+        The hot path for async adapters: ``provider.fresh_token() or await
+        provider.aget_token()`` skips creating a coroutine on nearly every request.
+        """
+        entry = self._entry
+        if entry is not None and self.clock.monotonic() < entry[0]:
+            return entry[2]
+        return None
 
     def get_token(self, *, transport: Optional[SyncTransport] = None) -> Token:
         """A valid token, from memory when possible. Blocks only when none is valid.
@@ -381,7 +393,10 @@ class TokenProvider:
 
     def _fetch_outside_flight(self, transport: Optional[SyncTransport]) -> Token:
         token = drive_sync(
-            acquisition_flow(self._context()), transport or self.transport, self.store, self.clock.sleep
+            acquisition_flow(self._context()),
+            transport or self.transport,
+            self.store,
+            self.clock.sleep,
         )
         fresh_until, usable_until = self.refresh_policy.deadlines(token)
         with self._lock:
@@ -436,5 +451,3 @@ class TokenProvider:
         self._flight = None
         self._tasks = set()
         self._next_refresh_at = float("-inf")
-
-

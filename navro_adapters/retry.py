@@ -74,7 +74,9 @@ class RetryBudget:
         """Seconds to wait before the next attempt, or ``None`` to give up with ``error``."""
         if not error.retryable or self.attempts >= self.policy.max_attempts:
             return None
-        ceiling = min(self.policy.backoff_max, self.policy.backoff_base * (2 ** (self.attempts - 1)))
+        ceiling = min(
+            self.policy.backoff_max, self.policy.backoff_base * (2 ** (self.attempts - 1))
+        )
         delay = self._rng.uniform(0.0, ceiling)
         retry_after = error.retry_after if isinstance(error, TokenEndpointError) else None
         if retry_after is not None:

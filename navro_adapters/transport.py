@@ -29,7 +29,9 @@ class SyncTransport(Protocol):
 
 
 class AsyncTransport(Protocol):
-    def __call__(self, request: TokenRequest, *, timeout: float) -> Awaitable[TransportResponse]: ...
+    def __call__(
+        self, request: TokenRequest, *, timeout: float
+    ) -> Awaitable[TransportResponse]: ...
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):

@@ -42,8 +42,7 @@ LINGER_MAX_BYTES = 1024 * 1024  # ... or this much, so the answer is not lost to
 
 #: What the ``reset`` disconnect sends before resetting: a head promising more than follows.
 RESET_PARTIAL = (
-    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 128\r\n\r\n"
-    b'{"access_tok'
+    b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 128\r\n\r\n{"access_tok'
 )
 
 _TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")

@@ -67,9 +67,7 @@ class SandboxProcess:
             process.stdin.write(json.dumps(self._config).encode("utf-8") + b"\n")
             process.stdin.flush()
             lines: queue.Queue[bytes] = queue.Queue()
-            reader = threading.Thread(
-                target=_read_line, args=(process.stdout, lines), daemon=True
-            )
+            reader = threading.Thread(target=_read_line, args=(process.stdout, lines), daemon=True)
             reader.start()
             try:
                 line = lines.get(timeout=START_TIMEOUT)

@@ -13,7 +13,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
-from navro_adapters import Credentials, TokenProvider
+from navro_adapters import TokenProvider
 
 AuthSource = Any  # Credentials | TokenProvider
 
@@ -89,5 +89,3 @@ def load_driver(name: str) -> Callable[[], Driver]:
     module = importlib.import_module(module_name)
     factory: Callable[[], Driver] = getattr(module, class_name)
     return factory
-
-

@@ -124,7 +124,9 @@ def test_secret_reset_surfaces_invalid_client(driver: Driver, sandbox: Sandbox) 
     assert SECRET not in message and SECRET not in repr(result.error)
 
 
-def test_api_that_always_answers_401_is_tried_exactly_twice(driver: Driver, sandbox: Sandbox) -> None:
+def test_api_that_always_answers_401_is_tried_exactly_twice(
+    driver: Driver, sandbox: Sandbox
+) -> None:
     if not driver.supports_401_retry:
         pytest.fail(f"{driver.name} does not resend after a 401")
     sandbox.set_api_always_401(True)

@@ -41,10 +41,14 @@ def token_response(
 ) -> TransportResponse:
     body = {"access_token": access_token, "token_type": "Bearer", "expires_in": expires_in}
     body.update(extra)
-    return TransportResponse.build(status, {"content-type": "application/json"}, json.dumps(body).encode())
+    return TransportResponse.build(
+        status, {"content-type": "application/json"}, json.dumps(body).encode()
+    )
 
 
-def error_response(status: int, body: Any = None, headers: Optional[dict] = None) -> TransportResponse:
+def error_response(
+    status: int, body: Any = None, headers: Optional[dict] = None
+) -> TransportResponse:
     raw = json.dumps(body).encode() if body is not None else b""
     return TransportResponse.build(status, headers or {}, raw)
 

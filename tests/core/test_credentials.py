@@ -80,9 +80,18 @@ def test_loopback_http_is_allowed(url: str) -> None:
 
 def test_secret_never_shown() -> None:
     creds = make()
-    for text in (repr(creds), str(creds), pprint.pformat(vars(creds) if hasattr(creds, "__dict__") else {
-        name: getattr(creds, name) for name in ("_secret", "client_id", "company", "token_url")
-    })):
+    for text in (
+        repr(creds),
+        str(creds),
+        pprint.pformat(
+            vars(creds)
+            if hasattr(creds, "__dict__")
+            else {
+                name: getattr(creds, name)
+                for name in ("_secret", "client_id", "company", "token_url")
+            }
+        ),
+    ):
         assert SECRET not in text
     assert "********" in repr(creds)
     assert repr(creds._secret) == "Secret('********')"
@@ -113,7 +122,9 @@ def test_from_env() -> None:
     }
     creds = Credentials.from_env(env)
     assert creds.client_id == "cid" and creds.environment == "production"
-    creds = Credentials.from_env({**env, "NAVRO_TOKEN_URL": "http://127.0.0.1:1/t", "NAVRO_BASE_URL": "http://127.0.0.1:1"})
+    creds = Credentials.from_env(
+        {**env, "NAVRO_TOKEN_URL": "http://127.0.0.1:1/t", "NAVRO_BASE_URL": "http://127.0.0.1:1"}
+    )
     assert creds.token_url == "http://127.0.0.1:1/t" and creds.base_url == "http://127.0.0.1:1"
     for missing in ("NAVRO_CLIENT_ID", "NAVRO_CLIENT_SECRET", "NAVRO_COMPANY"):
         partial = {k: v for k, v in env.items() if k != missing}

@@ -22,7 +22,9 @@ from navro_adapters import (
 
 from .fakes import FakeClock, ScriptedTransport, error_response, token_response
 
-CREDS = Credentials("client-1", "s3cr3t-value-never-logged", "acme", token_url="http://127.0.0.1:9/t")
+CREDS = Credentials(
+    "client-1", "s3cr3t-value-never-logged", "acme", token_url="http://127.0.0.1:9/t"
+)
 
 lifetimes = st.one_of(
     st.none(),  # missing expires_in: the documented 300 s
@@ -73,12 +75,21 @@ def boundaries(policy: RefreshPolicy, token: Token) -> List[float]:
     return [x + d for x in points for d in (-1e-6, 0.0, 1e-6)]
 
 
-@given(lifetime=lifetimes, policy=policies, steps=st.lists(st.floats(0, 2e5), max_size=8), hit=st.data())
+@given(
+    lifetime=lifetimes,
+    policy=policies,
+    steps=st.lists(st.floats(0, 2e5), max_size=8),
+    hit=st.data(),
+)
 @settings(max_examples=150)
-def test_expiry_invariants(lifetime: Optional[float], policy: RefreshPolicy, steps: List[float], hit: st.DataObject) -> None:
+def test_expiry_invariants(
+    lifetime: Optional[float], policy: RefreshPolicy, steps: List[float], hit: st.DataObject
+) -> None:
     clock = FakeClock()
     transport = _Transport(lifetime)
-    p = TokenProvider(CREDS, transport=transport, clock=clock, refresh_policy=policy, rng=random.Random(0))
+    p = TokenProvider(
+        CREDS, transport=transport, clock=clock, refresh_policy=policy, rng=random.Random(0)
+    )
     for step in steps:
         cached = p.token
         before = len(transport.calls)
@@ -124,7 +135,10 @@ class ProviderMachine(RuleBasedStateMachine):
     def get(self) -> None:
         cached = self.provider.token
         before = len(self.transport.calls)
-        fresh = cached is not None and self.policy.state(cached, self.clock.monotonic()) is TokenState.FRESH
+        fresh = (
+            cached is not None
+            and self.policy.state(cached, self.clock.monotonic()) is TokenState.FRESH
+        )
         try:
             token = self.provider.get_token()
         except NavroAuthError:

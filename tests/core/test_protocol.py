@@ -51,7 +51,10 @@ def test_token_request_is_exactly_the_documented_one() -> None:
 
 
 def test_good_token() -> None:
-    token = parse(200, {"access_token": "abc.def", "token_type": "bearer", "expires_in": 300, "scope": "openid"})
+    token = parse(
+        200,
+        {"access_token": "abc.def", "token_type": "bearer", "expires_in": 300, "scope": "openid"},
+    )
     assert token.access_token == "abc.def"
     assert token.token_type == "Bearer"
     assert token.expires_in == 300
@@ -64,7 +67,9 @@ def test_good_token() -> None:
     assert token.fingerprint in repr(token)
 
 
-@pytest.mark.parametrize(("raw", "expected"), [(None, 300.0), ("300", 300.0), (" 12.5 ", 12.5), (1, 1.0), (0.25, 0.25)])
+@pytest.mark.parametrize(
+    ("raw", "expected"), [(None, 300.0), ("300", 300.0), (" 12.5 ", 12.5), (1, 1.0), (0.25, 0.25)]
+)
 def test_expires_in_forms(raw: object, expected: float) -> None:
     body: dict = {"access_token": "t", "token_type": "Bearer"}
     if raw is not None:
@@ -77,8 +82,13 @@ def test_huge_expires_in_is_capped_and_logged_once(caplog: pytest.LogCaptureFixt
 
     protocol._capped_lifetime_logged = False
     with caplog.at_level(logging.WARNING, logger="navro_adapters"):
-        assert parse(200, {"access_token": "t", "expires_in": 1e12}).expires_in == MAX_TOKEN_LIFETIME
-        assert parse(200, {"access_token": "t", "expires_in": 10**400 if False else 1e300}).expires_in == MAX_TOKEN_LIFETIME
+        assert (
+            parse(200, {"access_token": "t", "expires_in": 1e12}).expires_in == MAX_TOKEN_LIFETIME
+        )
+        assert (
+            parse(200, {"access_token": "t", "expires_in": 10**400 if False else 1e300}).expires_in
+            == MAX_TOKEN_LIFETIME
+        )
     assert len([r for r in caplog.records if "capping" in r.getMessage()]) == 1
 
 
@@ -106,7 +116,9 @@ def test_huge_expires_in_is_capped_and_logged_once(caplog: pytest.LogCaptureFixt
         (201, {"access_token": "t", "expires_in": "-1"}, None, "not a positive"),
     ],
 )
-def test_unusable_2xx_is_a_token_response_error(status: int, body: object, raw: bytes | None, fragment: str) -> None:
+def test_unusable_2xx_is_a_token_response_error(
+    status: int, body: object, raw: bytes | None, fragment: str
+) -> None:
     with pytest.raises(TokenResponseError) as info:
         parse(status, body, raw=raw)
     assert fragment in str(info.value)
@@ -124,10 +136,17 @@ def test_401_is_invalid_client_with_guidance() -> None:
     assert SECRET not in text
 
 
-@pytest.mark.parametrize(("status", "retryable"), [(400, False), (403, False), (404, False), (429, True), (500, True), (502, True), (503, True)])
+@pytest.mark.parametrize(
+    ("status", "retryable"),
+    [(400, False), (403, False), (404, False), (429, True), (500, True), (502, True), (503, True)],
+)
 def test_error_statuses(status: int, retryable: bool) -> None:
     with pytest.raises(TokenEndpointError) as info:
-        parse(status, {"error": "invalid_scope", "error_description": "scope\x00 bad"}, headers={"Retry-After": "7"})
+        parse(
+            status,
+            {"error": "invalid_scope", "error_description": "scope\x00 bad"},
+            headers={"Retry-After": "7"},
+        )
     err = info.value
     assert not isinstance(err, InvalidClientError)
     assert err.status_code == status and err.retryable is retryable

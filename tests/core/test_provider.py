@@ -25,7 +25,13 @@ from navro_adapters import (
     TransportError,
 )
 
-from .fakes import AsyncScriptedTransport, FakeClock, ScriptedTransport, error_response, token_response
+from .fakes import (
+    AsyncScriptedTransport,
+    FakeClock,
+    ScriptedTransport,
+    error_response,
+    token_response,
+)
 
 SECRET = "s3cr3t-value-never-logged"
 CREDS = Credentials("client-1", SECRET, "acme", token_url="http://127.0.0.1:9/token")
@@ -90,7 +96,9 @@ def test_stale_token_is_served_while_one_background_refresh_runs() -> None:
 
 def test_failed_refresh_ahead_keeps_the_valid_token_and_retries_later() -> None:
     clock = FakeClock()
-    transport = ScriptedTransport(token_response("tok-a"), error_response(400, {"error": "invalid_request"}))
+    transport = ScriptedTransport(
+        token_response("tok-a"), error_response(400, {"error": "invalid_request"})
+    )
     p = provider(transport, clock)
     first = p.get_token()
     clock.advance(250)
@@ -106,7 +114,9 @@ def test_failed_refresh_ahead_keeps_the_valid_token_and_retries_later() -> None:
 
 def test_error_surfaces_only_when_no_valid_token_is_left() -> None:
     clock = FakeClock()
-    transport = ScriptedTransport(token_response("tok-a"), *[error_response(401, {"error": "invalid_client"})] * 5)
+    transport = ScriptedTransport(
+        token_response("tok-a"), *[error_response(401, {"error": "invalid_client"})] * 5
+    )
     p = provider(transport, clock)
     first = p.get_token()
     clock.advance(250)
@@ -212,7 +222,9 @@ def test_provider_works_across_event_loops_and_threads() -> None:
     first = asyncio.run(many())
     second = asyncio.run(many())
     results: list = []
-    threads = [threading.Thread(target=lambda: results.append(asyncio.run(many()))) for _ in range(4)]
+    threads = [
+        threading.Thread(target=lambda: results.append(asyncio.run(many()))) for _ in range(4)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -226,15 +238,16 @@ def test_async_flight_abandoned_by_a_closing_loop_is_taken_over() -> None:
     transport_gate = threading.Event()
 
     async def slow(request: object, *, timeout: float) -> object:
-        while not transport_gate.is_set():
+        while not transport_gate.is_set():  # noqa: ASYNC110 (set from another thread/loop)
             await asyncio.sleep(0.005)
         return token_response("late")
 
     p = TokenProvider(CREDS, async_transport=slow)  # type: ignore[arg-type]
 
     async def start_and_leave() -> None:
-        asyncio.ensure_future(p.aget_token())
-        await asyncio.sleep(0.02)  # the flight task now runs on this loop; asyncio.run cancels it
+        waiter = asyncio.ensure_future(p.aget_token())
+        await asyncio.sleep(0.02)
+        waiter.cancel()  # the flight task now runs on this loop; asyncio.run cancels it
 
     asyncio.run(start_and_leave())
     transport_gate.set()
@@ -303,7 +316,9 @@ def test_retries_transient_failures_with_backoff() -> None:
 
 def test_retry_after_is_honoured() -> None:
     clock = FakeClock()
-    transport = ScriptedTransport(error_response(429, {}, {"Retry-After": "3"}), token_response("ok"))
+    transport = ScriptedTransport(
+        error_response(429, {}, {"Retry-After": "3"}), token_response("ok")
+    )
     p = provider(transport, clock)
     assert p.get_token().access_token == "ok"
     assert clock.sleeps and clock.sleeps[0] >= 3.0
@@ -338,7 +353,9 @@ def test_malformed_2xx_is_not_retried() -> None:
 def test_attempts_are_bounded_and_timeouts_fit_the_deadline() -> None:
     clock = FakeClock()
     transport = ScriptedTransport(*[error_response(500)] * 20)
-    p = provider(transport, clock, retry_policy=RetryPolicy(max_attempts=3, attempt_timeout=10, deadline=12))
+    p = provider(
+        transport, clock, retry_policy=RetryPolicy(max_attempts=3, attempt_timeout=10, deadline=12)
+    )
     with pytest.raises(TokenEndpointError):
         p.get_token()
     assert len(transport.calls) == 3
@@ -369,7 +386,9 @@ async def test_async_deadline_holds_with_a_hanging_async_transport() -> None:
         await asyncio.sleep(3600)
         raise AssertionError
 
-    p = TokenProvider(CREDS, async_transport=hang, retry_policy=RetryPolicy(attempt_timeout=0.2, deadline=0.7))  # type: ignore[arg-type]
+    p = TokenProvider(
+        CREDS, async_transport=hang, retry_policy=RetryPolicy(attempt_timeout=0.2, deadline=0.7)
+    )  # type: ignore[arg-type]
     started = time.monotonic()
     with pytest.raises(TokenTimeoutError):
         await p.aget_token()
@@ -447,7 +466,11 @@ def test_provider_rejects_non_credentials() -> None:
 def test_refresh_policy_validation() -> None:
     from navro_adapters import ConfigurationError
 
-    for bad in ({"refresh_fraction": -1}, {"expiry_fraction": float("nan")}, {"max_expiry_margin": "x"}):
+    for bad in (
+        {"refresh_fraction": -1},
+        {"expiry_fraction": float("nan")},
+        {"max_expiry_margin": "x"},
+    ):
         with pytest.raises(ConfigurationError):
             RefreshPolicy(**bad)  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError):
@@ -483,3 +506,14 @@ def _wait_for(condition: object, timeout: float = 5.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached")
         time.sleep(0.001)
+
+
+def test_fresh_token_never_fetches() -> None:
+    clock = FakeClock()
+    transport = ScriptedTransport()
+    p = provider(transport, clock)
+    assert p.fresh_token() is None and transport.calls == []
+    token = p.get_token()
+    assert p.fresh_token() is token
+    clock.advance(250)  # STALE: not fresh, and asking does not start a refresh
+    assert p.fresh_token() is None and len(transport.calls) == 1 and p._flight is None

@@ -1,0 +1,199 @@
+"""The command line, run as a real subprocess: outputs, exit codes, no tracebacks, no secrets."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Dict, Iterator, Optional
+
+import pytest
+
+from navro_adapters.sandbox import Fault, Sandbox
+
+SECRET = "s3cr3t-value-never-logged"
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Sandbox]:
+    with Sandbox(client_secret=SECRET) as sb:
+        yield sb
+
+
+def run(*args: str, env: Optional[Dict[str, str]] = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("NAVRO_")}
+    base.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "navro_adapters", *args],
+        capture_output=True,
+        text=True,
+        env=base,
+        timeout=timeout,
+    )
+
+
+def sandbox_env(sb: Sandbox) -> Dict[str, str]:
+    return {
+        "NAVRO_CLIENT_ID": "sandbox-client",
+        "NAVRO_CLIENT_SECRET": SECRET,
+        "NAVRO_COMPANY": "acme",
+        "NAVRO_BASE_URL": sb.base_url,
+    }
+
+
+def assert_clean_failure(result: subprocess.CompletedProcess, code: int) -> None:
+    assert result.returncode == code, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("navro-adapters")
+    assert SECRET not in result.stderr + result.stdout
+
+
+def test_token_prints_a_usable_access_token(sandbox: Sandbox) -> None:
+    result = run("token", env=sandbox_env(sandbox))
+    assert result.returncode == 0, result.stderr
+    token = result.stdout.strip()
+    assert token and "\n" not in token
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{sandbox.base_url}/v1/ping", headers={"Authorization": f"Bearer {token}"}
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.status == 200
+
+
+def test_token_json_has_the_response_and_nothing_secret(sandbox: Sandbox) -> None:
+    result = run("token", "--json", env=sandbox_env(sandbox))
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert set(data) == {"access_token", "token_type", "expires_in", "scope", "expires_at"}
+    assert data["token_type"] == "Bearer" and data["expires_in"] == 300
+    assert SECRET not in result.stdout
+
+
+def test_flags_override_the_environment(sandbox: Sandbox, tmp_path: object) -> None:
+    secret_file = os.path.join(str(tmp_path), "secret")
+    with open(secret_file, "w") as handle:
+        handle.write(SECRET + "\n")
+    result = run(
+        "token",
+        "--client-id", "sandbox-client",
+        "--client-secret-file", secret_file,
+        "--company", "acme",
+        "--token-url", sandbox.token_url,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+
+
+def test_missing_configuration_is_one_line_exit_2() -> None:
+    result = run("token")
+    assert_clean_failure(result, 2)
+    assert "NAVRO_CLIENT_ID" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"NAVRO_ENVIRONMENT": "moon"}, "environment"),
+        ({"NAVRO_BASE_URL": "http://example.com"}, "base_url"),
+        ({"NAVRO_TOKEN_URL": "not a url"}, "token_url"),
+    ],
+)
+def test_bad_configuration_names_the_field(extra: Dict[str, str], field: str) -> None:
+    env = {"NAVRO_CLIENT_ID": "c", "NAVRO_CLIENT_SECRET": SECRET, "NAVRO_COMPANY": "acme", **extra}
+    result = run("token", env=env)
+    assert_clean_failure(result, 2)
+    assert field in result.stderr
+
+
+def test_rejected_secret_is_one_line_exit_1(sandbox: Sandbox) -> None:
+    env = {**sandbox_env(sandbox), "NAVRO_CLIENT_SECRET": "wrong-" + SECRET}
+    result = run("token", env=env)
+    assert_clean_failure(result, 1)
+    assert "InvalidClientError" in result.stderr and "wrong-" not in result.stderr
+
+
+def test_unreachable_endpoint_is_one_line_exit_1() -> None:
+    with Sandbox() as sb:
+        env = sandbox_env(sb)
+    result = run("token", "--timeout", "1", env=env)
+    assert_clean_failure(result, 1)
+
+
+def test_server_error_is_one_line(sandbox: Sandbox) -> None:
+    sandbox.enqueue_token_faults(*[Fault.status(500)] * 10)
+    result = run("token", "--timeout", "1", env=sandbox_env(sandbox))
+    assert_clean_failure(result, 1)
+    assert "500" in result.stderr
+
+
+def test_missing_secret_file_is_a_configuration_error() -> None:
+    result = run("token", "--client-secret-file", "/nonexistent/secret", "--client-id", "c", "--company", "a")
+    assert_clean_failure(result, 2)
+
+
+def test_usage_errors_are_one_line() -> None:
+    result = run("token", "--no-such-flag")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert run().returncode == 2
+
+
+def test_sandbox_port_in_use_is_a_clean_error(sandbox: Sandbox) -> None:
+    port = sandbox.base_url.rsplit(":", 1)[1]
+    result = run("sandbox", "--port", port)
+    assert_clean_failure(result, 2)
+
+
+def test_sandbox_command_serves_until_interrupted() -> None:
+    import signal
+    import socket
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    base = {k: v for k, v in os.environ.items() if not k.startswith("NAVRO_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "navro_adapters", "sandbox", "--port", str(port), "--token-ttl", "5"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=base,
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        assert f"127.0.0.1:{port}" in first
+        env = {
+            "NAVRO_CLIENT_ID": "sandbox-client",
+            "NAVRO_CLIENT_SECRET": "sandbox-secret",
+            "NAVRO_COMPANY": "acme",
+            "NAVRO_BASE_URL": f"http://127.0.0.1:{port}",
+        }
+        result = run("token", "--json", env=env)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["expires_in"] == 5
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            _, err = process.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+        time.sleep(0)
+    assert process.returncode == 130 and "Traceback" not in err
+
+
+def test_demo_runs_every_installed_adapter() -> None:
+    result = run("demo", timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "core (urllib)" in result.stdout
+    assert "one shared TokenProvider" in result.stdout
+    rows = [line for line in result.stdout.splitlines() if "200" in line]
+    assert rows
+    for line in rows:
+        if "not installed" in line:
+            continue
+        assert " 1 " in f" {line} ", line  # one token fetch per adapter row
