@@ -162,13 +162,8 @@ class NavroAuthMiddleware:
             return await handler(request)
         if _API_VERSION_KEY not in headers:
             headers[_API_VERSION_KEY] = API_VERSION
-        if self._fetch_on_session:
-            transport = self._transport
-            if transport is None or transport._session_ref() is not request.session:
-                transport = self._bind(request.session)
-            token = await self._provider.aget_token(transport=transport)
-        else:
-            token = await self._provider.aget_token()
+        # A fresh token is read without creating a coroutine; otherwise wait (never blocking).
+        token = self._provider.fresh_token() or await self._token(request)
         headers[_AUTHORIZATION] = token.authorization
         response = await handler(request)
         if response.status != _UNAUTHORIZED:
@@ -187,7 +182,7 @@ class NavroAuthMiddleware:
         return transport
 
     async def _token(self, request: aiohttp.ClientRequest) -> Token:
-        """The token lookup of ``__call__`` (which inlines it to save a coroutine)."""
+        """A valid token from the provider, fetched on the request's session if need be."""
         if not self._fetch_on_session:
             return await self._provider.aget_token()
         transport = self._transport

@@ -35,6 +35,8 @@ logger = logging.getLogger("navro_adapters")
 MAX_HEAD_BYTES = 64 * 1024  # request line + headers; larger gets 431
 MAX_BODY_BYTES = 64 * 1024  # request body; larger gets 413
 LISTEN_BACKLOG = 1024  # benchmarks open 200 connections at once
+ACCEPT_RETRY_DELAY = 0.1  # seconds to wait after accept() fails, e.g. out of descriptors
+ACCEPT_BATCH = 64  # connections accepted per wake-up, so a connect storm cannot starve requests
 START_TIMEOUT = 10.0  # seconds to wait for the loop thread to come up
 SHUTDOWN_TIMEOUT = 5.0  # seconds to wait for connections to be cancelled on close
 LINGER_SECONDS = 1.0  # after an error answer, drain the client's unread body this long ...
@@ -172,8 +174,9 @@ class HttpServer:
         self._port = 0
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._thread: Optional[threading.Thread] = None
-        self._server: Optional[asyncio.AbstractServer] = None
-        self._connections: Set[asyncio.Task[None]] = set()
+        self._listener: Optional[socket.socket] = None
+        # connection task -> its accepted socket, until a transport takes the socket over
+        self._connections: Dict[asyncio.Task[None], Optional[socket.socket]] = {}
         self._transports: Set[asyncio.WriteTransport] = set()
         self._released: Optional[asyncio.Event] = None
         self._ready = threading.Event()
@@ -254,15 +257,53 @@ class HttpServer:
             if pending:
                 loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.run_until_complete(loop.shutdown_asyncgens())
+            self._stop_accepting()
             loop.close()
 
     async def _open(self, sock: socket.socket) -> None:
         self._released = asyncio.Event()
-        self._server = await asyncio.start_server(self._serve, sock=sock, limit=MAX_HEAD_BYTES)
+        self._listener = sock
+        self._resume_accepting()
+
+    # Our own accept callback rather than asyncio.start_server: each accepted socket is owned by
+    # a tracked task within the same callback, so close() can never miss one mid-handover.
+
+    def _resume_accepting(self) -> None:
+        if self._listener is not None and self._loop is not None:
+            self._loop.add_reader(self._listener.fileno(), self._accept, self._listener)
+
+    def _stop_accepting(self) -> None:
+        if self._listener is not None and self._loop is not None:
+            self._loop.remove_reader(self._listener.fileno())
+            self._listener.close()
+            self._listener = None
+
+    def _accept(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        for _ in range(ACCEPT_BATCH):
+            try:
+                conn, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue  # the client gave up before we accepted it
+            except OSError:  # out of file descriptors, most likely: breathe, then retry
+                logger.warning("sandbox accept failed", exc_info=True)
+                loop.remove_reader(listener.fileno())
+                loop.call_later(ACCEPT_RETRY_DELAY, self._resume_accepting)
+                return
+            conn.setblocking(False)
+            task = loop.create_task(self._serve_socket(conn))
+            self._connections[task] = conn
+            task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        conn = self._connections.pop(task, None)
+        if conn is not None:
+            conn.close()  # the task ended before a transport took the socket over
 
     async def _shutdown(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        self._stop_accepting()
         if self._released is not None:
             self._released.set()
         tasks = list(self._connections)
@@ -272,13 +313,18 @@ class HttpServer:
             await asyncio.wait(tasks, timeout=SHUTDOWN_TIMEOUT)
         for transport in list(self._transports):
             transport.abort()
+        await asyncio.sleep(0)  # let aborted transports run connection_lost and release sockets
 
     # -- one connection --------------------------------------------------------------------
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve_socket(self, conn: socket.socket) -> None:
+        reader, writer = await asyncio.open_connection(sock=conn, limit=MAX_HEAD_BYTES)
         task = asyncio.current_task()
         if task is not None:
-            self._connections.add(task)
+            self._connections[task] = None  # the transport owns (and will close) the socket now
+        await self._serve(reader, writer)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         transport = writer.transport
         self._transports.add(transport)
         abort = False
@@ -290,8 +336,6 @@ class HttpServer:
             logger.exception("sandbox connection failed")
             abort = True
         finally:
-            if task is not None:
-                self._connections.discard(task)
             self._transports.discard(transport)
             if abort:
                 transport.abort()

@@ -167,7 +167,11 @@ class FileStore:
                 os.close(fd)
                 raise TokenStoreError(f"file store try_lock failed: {_describe(exc)}") from exc
             # Opened and locked under the mutex, so no takeover can have replaced the path.
-            self._write_lock_info(fd, owner, expires_at)
+            try:
+                self._write_lock_info(fd, owner, expires_at)
+            except TokenStoreError:
+                _close_quietly(fd)  # releases the flock we just took
+                raise
             with self._fds_lock:
                 previous = self._held.pop(key, None)
                 self._held[key] = _HeldLock(owner, fd)

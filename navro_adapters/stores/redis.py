@@ -207,7 +207,8 @@ class RedisStore:
 
     async def aclose(self) -> None:
         """Close the async client this store built for the running loop, if any."""
-        client = self._async_by_loop.pop(asyncio.get_running_loop(), None)
+        with self._build_lock:
+            client = self._async_by_loop.pop(asyncio.get_running_loop(), None)
         if client is not None:
             closer = getattr(client, "aclose", None) or client.close
             await closer()
@@ -264,18 +265,19 @@ class RedisStore:
             return self._async_client
         assert self._url is not None
         loop = asyncio.get_running_loop()
-        client = self._async_by_loop.get(loop)
-        if client is None:
-            try:
-                client = _redis_asyncio.Redis.from_url(
-                    self._url,
-                    socket_timeout=SOCKET_TIMEOUT,
-                    socket_connect_timeout=SOCKET_CONNECT_TIMEOUT,
-                    retry=_AsyncRetry(_NoBackoff(), COMMAND_RETRIES),
-                )
-            except ValueError as exc:
-                raise TokenStoreError(f"invalid Redis URL {_redact(self._url)!r}") from exc
-            self._async_by_loop[loop] = client
+        with self._build_lock:  # loops on several threads may build their clients at once
+            client = self._async_by_loop.get(loop)
+            if client is None:
+                try:
+                    client = _redis_asyncio.Redis.from_url(
+                        self._url,
+                        socket_timeout=SOCKET_TIMEOUT,
+                        socket_connect_timeout=SOCKET_CONNECT_TIMEOUT,
+                        retry=_AsyncRetry(_NoBackoff(), COMMAND_RETRIES),
+                    )
+                except ValueError as exc:
+                    raise TokenStoreError(f"invalid Redis URL {_redact(self._url)!r}") from exc
+                self._async_by_loop[loop] = client
         return client
 
     def _sync(self, operation: str, command: Callable[[Any], _T]) -> _T:

@@ -13,7 +13,17 @@ import importlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
-from typing import Any, AsyncIterator, Coroutine, Iterator, List, Mapping, Optional, Sequence, TypeVar
+from typing import (
+    Any,
+    AsyncIterator,
+    Coroutine,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    TypeVar,
+)
 
 from navro_adapters import TokenProvider
 from navro_adapters.httpx import NavroAuth

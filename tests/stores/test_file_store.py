@@ -29,7 +29,9 @@ KEY = "k" * 40
 OTHER_KEY = "o" * 40
 
 
-def record(access_token: str = "tok-abc", *, lifetime: float = 300.0, age: float = 0.0) -> Dict[str, Any]:
+def record(
+    access_token: str = "tok-abc", *, lifetime: float = 300.0, age: float = 0.0
+) -> Dict[str, Any]:
     issued_at = time.time() - age
     return {
         "access_token": access_token,
@@ -46,10 +48,12 @@ def store(tmp_path: Path) -> FileStore:
 
 
 def warnings_from(caplog: pytest.LogCaptureFixture) -> List[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "navro_adapters" and r.levelno == logging.WARNING]
+    return [
+        r for r in caplog.records if r.name == "navro_adapters" and r.levelno == logging.WARNING
+    ]
 
 
-# -- the basics ---------------------------------------------------------------------------------
+# -- the basics -----------------------------------------------------------------------------------
 
 
 def test_implements_the_token_store_protocol(store: FileStore) -> None:
@@ -86,7 +90,7 @@ def test_configuration_errors(tmp_path: Path) -> None:
     assert "tokens.json" in repr(FileStore(tmp_path / "tokens.json"))
 
 
-# -- the refresh lock ---------------------------------------------------------------------------------
+# -- the refresh lock -----------------------------------------------------------------------------
 
 
 def test_lock_is_exclusive_and_only_its_owner_releases_it(store: FileStore) -> None:
@@ -144,7 +148,8 @@ LOCKER = """
 import sys
 from navro_adapters.stores import FileStore
 store = FileStore(sys.argv[1])
-print("locked" if store.try_lock(sys.argv[2], sys.argv[3], float(sys.argv[4])) else "busy", flush=True)
+taken = store.try_lock(sys.argv[2], sys.argv[3], float(sys.argv[4]))
+print("locked" if taken else "busy", flush=True)
 sys.stdin.read()  # hold the lock until the parent closes stdin (or kills us)
 store.unlock(sys.argv[2], sys.argv[3])
 """
@@ -286,7 +291,9 @@ def test_a_corrupt_file_is_empty_warned_once_and_overwritten(
     assert json.loads(Path(store.path).read_text())["version"] == 1
 
 
-def test_a_truncated_file_is_treated_as_empty(store: FileStore, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_truncated_file_is_treated_as_empty(
+    store: FileStore, caplog: pytest.LogCaptureFixture
+) -> None:
     store.save(KEY, record(), 60)
     whole = Path(store.path).read_bytes()
     Path(store.path).write_bytes(whole[: len(whole) // 2])
@@ -345,7 +352,7 @@ async def test_async_provider_shares_through_the_file(tmp_path: Path, sandbox: S
     assert sandbox.stats().token_requests == 1
 
 
-# -- failure: the provider carries on without the store --------------------------------------------
+# -- failure: the provider carries on without the store -------------------------------------------
 
 
 def _assert_provider_survives(
@@ -400,7 +407,7 @@ def test_a_corrupt_file_does_not_stop_the_provider(
     assert token.access_token in path.read_text()
 
 
-# -- clock skew: a record at or near its expiry is never trusted -----------------------------------
+# -- clock skew: a record at or near its expiry is never trusted ----------------------------------
 
 
 @pytest.mark.parametrize(
