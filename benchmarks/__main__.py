@@ -6,4 +6,5 @@ import sys
 
 from .runner import main
 
-sys.exit(main())
+if __name__ == "__main__":  # spawned fleet processes re-import this module: run nothing there
+    sys.exit(main())

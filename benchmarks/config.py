@@ -34,6 +34,9 @@ class BenchConfig:
     bin_seconds: float = 0.1  # width of the latency-over-time bins (plot, JSON)
     storm_requests: int = 200  # requests in flight when every token is revoked
     storm_delay: float = 2.0  # the sandbox holds each of them this long before answering
+    #: After the delay, callers still unanswered this much later are reported stuck. Longer
+    #: than the default retry deadline (30 s), so a stack that gives up shows its own error.
+    storm_grace: float = 45.0
     overhead_number: int = 100_000  # calls per timing loop of the in-process hook cost
     overhead_repeats: int = 7  # timing loops per hook (median reported)
     network_rounds: int = 10  # alternating rounds, auth hook vs fixed header, same client
@@ -49,15 +52,16 @@ class BenchConfig:
             threads=10,
             tasks=20,
             contention_ttl=0.6,
-            contention_duration=1.2,
             rotation_window=0.1,
             bin_seconds=0.05,
+            contention_duration=1.0,
             storm_requests=20,
-            storm_delay=0.5,
-            overhead_number=5_000,
+            storm_delay=0.3,
+            storm_grace=2.0,
+            overhead_number=2_000,
             overhead_repeats=3,
             network_rounds=2,
-            network_requests=10,
+            network_requests=5,
             worker_timeout=60.0,
             quick=True,
         )

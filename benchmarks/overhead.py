@@ -104,8 +104,10 @@ def hook_cost_sync(driver: Any, fixed_authorization: str, config: BenchConfig) -
             raise LookupError("the session has no auth hook to time")
         prepared = requests.Request("GET", driver.url).prepare()
         fixed = fixed_requests_auth(fixed_authorization)
-        loops = {"stack": _timed_sync(lambda: auth(prepared)),
-                 "fixed": _timed_sync(lambda: fixed(prepared))}
+        loops = {
+            "stack": _timed_sync(lambda: auth(prepared)),
+            "fixed": _timed_sync(lambda: fixed(prepared)),
+        }
 
         def between() -> None:  # a hook registered per call would otherwise pile up
             prepared.hooks["response"].clear()

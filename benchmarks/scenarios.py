@@ -38,6 +38,7 @@ STATS_POLL_INTERVAL = 0.005  # seconds between sandbox stats polls while waiting
 ARRIVAL_SHARE_OF_DELAY = 0.8  # revoke at the latest this far into the storm's server delay
 JOIN_TIMEOUT = 120.0  # seconds; a stuck caller is reported, never waited for forever
 
+STUCK = "Stuck"  # the error name of a caller still unanswered when the scenario ends
 Record = List[Any]  # [start offset s, latency s, status, auth id, error index]
 
 
@@ -76,8 +77,9 @@ class _ErrorNames:
         return found
 
 
-def _join_all(threads: List[threading.Thread]) -> int:
-    deadline = time.monotonic() + JOIN_TIMEOUT
+def _join_all(threads: List[threading.Thread], timeout: float = JOIN_TIMEOUT) -> int:
+    """Join every thread within ``timeout`` seconds; the number still running."""
+    deadline = time.monotonic() + timeout
     for thread in threads:
         thread.join(max(0.0, deadline - time.monotonic()))
     return sum(thread.is_alive() for thread in threads)
@@ -221,9 +223,7 @@ def contention_threads(
             ended = time.perf_counter()
             out.append([began - start, ended - began, status, auth, errors.index(error)])
 
-    threads = [
-        threading.Thread(target=loop_calls, args=(out,), daemon=True) for out in per_thread
-    ]
+    threads = [threading.Thread(target=loop_calls, args=(out,), daemon=True) for out in per_thread]
     for thread in threads:
         thread.start()
     clock[0] = time.perf_counter()
@@ -301,14 +301,14 @@ def _storm_result(
 
 
 def storm_threads(
-    driver: SyncDriver, requests: int, delay: float, sandbox: Sandbox
+    driver: SyncDriver, requests: int, delay: float, grace: float, sandbox: Sandbox
 ) -> Dict[str, Any]:
     warm = driver.warm()
     if warm[0] != 200:
         return {"status": "error", "error": f"warm-up request answered {warm[0]} {warm[2]}"}
     _prepare_storm(sandbox, requests, delay)
     barrier = threading.Barrier(requests + 1)
-    results: List[CallResult] = [(0, 0, "NotRun")] * requests
+    results: List[CallResult] = [(0, 0, STUCK)] * requests
 
     def one(index: int) -> None:
         barrier.wait()
@@ -321,7 +321,7 @@ def storm_threads(
     released = time.perf_counter()
     arrived = _wait_for_arrivals(sandbox, requests, released + delay * ARRIVAL_SHARE_OF_DELAY)
     sandbox.revoke_all_tokens()
-    stuck = _join_all(threads)
+    stuck = _join_all(threads, max(0.0, released + delay + grace - time.perf_counter()))
     seconds = time.perf_counter() - released
     sandbox.clear_faults()
     result = _storm_result(results, arrived, sandbox.stats(), seconds)
@@ -330,7 +330,12 @@ def storm_threads(
 
 
 async def storm_async(
-    driver: AsyncDriver, requests: int, delay: float, sandbox: Sandbox, ticker_interval: float
+    driver: AsyncDriver,
+    requests: int,
+    delay: float,
+    grace: float,
+    sandbox: Sandbox,
+    ticker_interval: float,
 ) -> Dict[str, Any]:
     loop = asyncio.get_running_loop()
 
@@ -344,20 +349,31 @@ async def storm_async(
     ticker = Ticker(ticker_interval)
     ticker.start()
     released = time.perf_counter()
-    calls = asyncio.gather(*(driver.call() for _ in range(requests)))
+    calls = [loop.create_task(driver.call()) for _ in range(requests)]
     deadline = released + delay * ARRIVAL_SHARE_OF_DELAY
     arrived: int = await in_thread(lambda: _wait_for_arrivals(sandbox, requests, deadline))
     await in_thread(sandbox.revoke_all_tokens)
-    results: List[CallResult] = list(await calls)
+    _done, pending = await asyncio.wait(
+        calls, timeout=max(0.0, released + delay + grace - time.perf_counter())
+    )
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    results: List[CallResult] = [
+        (0, 0, STUCK) if task in pending else task.result() for task in calls
+    ]
     seconds = time.perf_counter() - released
     stall = await ticker.stop()
     await in_thread(sandbox.clear_faults)
     stats = await in_thread(sandbox.stats)
-    return {**_storm_result(results, arrived, stats, seconds), **stall}
+    return {
+        **_storm_result(results, arrived, stats, seconds),
+        "stuck_callers": len(pending),
+        **stall,
+    }
 
 
 def describe_error(exc: BaseException) -> str:
     """An exception as ``Class: message``, cut short (messages here carry no secret)."""
     text = str(exc).replace("\n", " ")
     return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
-

@@ -9,6 +9,7 @@ reported with its error; the others still run.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import secrets
@@ -139,7 +140,9 @@ def run_stack(spec: StackSpec, config: BenchConfig, sandbox: Sandbox) -> Dict[st
                 return contention_threads(
                     driver, config.threads, config.contention_duration, sandbox
                 )
-            return storm_threads(driver, config.storm_requests, config.storm_delay, sandbox)
+            return storm_threads(
+                driver, config.storm_requests, config.storm_delay, config.storm_grace, sandbox
+            )
         finally:
             driver.close()
             sandbox.set_token_ttl(config.long_ttl)
@@ -157,14 +160,19 @@ def run_stack(spec: StackSpec, config: BenchConfig, sandbox: Sandbox) -> Dict[st
                     driver, config.tasks, config.contention_duration, sandbox, tick
                 )
             return await storm_async(
-                driver, config.storm_requests, config.storm_delay, sandbox, tick
+                driver,
+                config.storm_requests,
+                config.storm_delay,
+                config.storm_grace,
+                sandbox,
+                tick,
             )
         finally:
             await driver.aclose()
             sandbox.set_token_ttl(config.long_ttl)
 
-    def run_async(make: Callable[[], Awaitable[Dict[str, Any]]]) -> Dict[str, Any]:
-        return asyncio.run(make())
+    def run_async(make: Callable[..., Awaitable[Dict[str, Any]]], *args: Any) -> Dict[str, Any]:
+        return asyncio.run(make(*args))
 
     plan = [("overhead", None), ("cold", config.long_ttl), ("contention", config.contention_ttl)]
     if not is_baseline:
@@ -177,14 +185,13 @@ def run_stack(spec: StackSpec, config: BenchConfig, sandbox: Sandbox) -> Dict[st
             if threads:
                 _guard(results, name, thread_overhead)
             else:
-                _guard(results, name, lambda: run_async(async_overhead))
+                _guard(results, name, functools.partial(run_async, async_overhead))
             continue
         assert ttl is not None
-        lifetime: float = ttl
         if threads:
-            _guard(results, name, lambda: thread_scenario(name, lifetime))
+            _guard(results, name, functools.partial(thread_scenario, name, ttl))
         else:
-            _guard(results, name, lambda: run_async(lambda: async_scenario(name, lifetime)))
+            _guard(results, name, functools.partial(run_async, async_scenario, name, ttl))
     if is_baseline:
         results["storm"] = {"status": "n/a", "reason": "a fixed token cannot be replaced"}
     return results

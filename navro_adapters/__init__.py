@@ -29,12 +29,15 @@ from .protocol import (
 from .provider import ProviderStats, TokenProvider
 from .retry import RetryPolicy
 from .store import TokenStore
+from .stores import FileStore, RedisStore
 from .token import RefreshPolicy, Token, TokenState
 from .transport import AsyncTransport, SyncTransport, UrllibTransport
 
 __all__ = [
     "API_VERSION",
     "ENVIRONMENTS",
+    "FileStore",
+    "RedisStore",
     "AsyncTransport",
     "Clock",
     "ConfigurationError",

@@ -27,6 +27,7 @@ from .transport import AsyncTransport, SyncTransport
 
 STORE_POLL_FIRST = 0.02  # seconds between store reads while another process refreshes...
 STORE_POLL_MAX = 0.25  # ...doubling up to this, so waiting never busy-loops the store
+STORE_CALL_TIMEOUT = 2.0  # seconds for one async store call; a hung store is then skipped
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,9 @@ class FlowContext:
     store: Optional[TokenStore] = None
     store_wait: float = 0.0
     store_clock_skew: float = 0.0
+    #: True for a refresh ahead (callers still hold a valid token): only a FRESH token from a
+    #: peer ends it; a stale one is what we already have.
+    refresh: bool = False
     on_send: Callable[[], None] = lambda: None
 
     def __post_init__(self) -> None:
@@ -93,6 +97,8 @@ def acquisition_flow(ctx: FlowContext) -> Flow:
                 return token
     except TokenStoreError as exc:
         logger.warning("token store unavailable, fetching directly: %s", exc)
+        if locked:  # release what we hold so peers need not wait for the lock to expire
+            yield from _store_quietly(ctx, "unlock", (ctx.key, ctx.owner))
         locked = False
         ctx.store = None
     try:
@@ -140,7 +146,7 @@ def _wait_for_peer(ctx: FlowContext) -> Generator[Action, Any, Tuple[Optional[To
     while ctx.clock.monotonic() < give_up_at:
         yield Sleep(min(interval, max(0.0, give_up_at - ctx.clock.monotonic())))
         interval = min(interval * 2, STORE_POLL_MAX)
-        token = yield from _load(ctx, accept_stale=True)
+        token = yield from _load(ctx, accept_stale=not ctx.refresh)
         if token is not None:
             return token, False
         if (yield StoreCall("try_lock", (ctx.key, ctx.owner, _lock_ttl(ctx)))):
@@ -266,7 +272,9 @@ async def drive_async(flow: Flow, transport: AsyncTransport, store: Optional[Tok
                 await asyncio.sleep(action.seconds)
             else:
                 assert store is not None
-                value = await getattr(store, "a" + action.method)(*action.args)
+                value = await asyncio.wait_for(
+                    getattr(store, "a" + action.method)(*action.args), STORE_CALL_TIMEOUT
+                )
         except NavroAuthError as exc:
             error = exc
         except Exception as exc:

@@ -15,6 +15,7 @@ httpx2) the headers are edited there; a flavour whose layout differs gets the pu
 from __future__ import annotations
 
 import importlib
+from operator import itemgetter
 from types import ModuleType
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -23,6 +24,7 @@ from .protocol import API_VERSION
 
 __all__ = [
     "FLAVOURS",
+    "FAST_URL_TYPES",
     "FLAVOUR_BY_REQUEST",
     "INSTALL_HINT",
     "Flavour",
@@ -30,6 +32,7 @@ __all__ = [
     "flavour_of_client",
     "replace_authorization",
     "set_auth_headers",
+    "url_keys",
 ]
 
 INSTALL_HINT = (
@@ -38,6 +41,7 @@ INSTALL_HINT = (
 )
 _FLAVOUR_NAMES = ("httpx", "httpx2")  # httpx first: the name most code imports today
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 _AUTHORIZATION_KEY = b"authorization"
 _AUTHORIZATION_RAW = b"Authorization"
 _VERSION_KEY = API_VERSION_HEADER.lower().encode("ascii")
@@ -47,7 +51,15 @@ _VERSION_ENTRY = (API_VERSION_HEADER.encode("ascii"), _VERSION_KEY, API_VERSION.
 class Flavour:
     """One installed httpx-compatible library and the types the adapter checks against."""
 
-    __slots__ = ("fast_headers", "module", "name", "replayable_streams", "request_type")
+    __slots__ = (
+        "fast_headers",
+        "fast_urls",
+        "module",
+        "name",
+        "replayable_streams",
+        "request_type",
+        "url_type",
+    )
 
     def __init__(self, name: str, module: ModuleType) -> None:
         self.name = name
@@ -57,7 +69,9 @@ class Flavour:
         # again; generator bodies (sync or async) cannot, and multipart file uploads are not
         # resent either (a non-seekable file would silently go out truncated).
         self.replayable_streams: Tuple[type, ...] = (module.ByteStream,)
+        self.url_type: type = module.URL
         self.fast_headers = _has_list_layout(module)
+        self.fast_urls = _has_reference_layout(module)
 
     def __repr__(self) -> str:
         version = getattr(self.module, "__version__", "?")
@@ -74,6 +88,19 @@ def _has_list_layout(module: ModuleType) -> bool:
         entries.append((b"X-Other", b"x-other", b"b"))
         entries[0] = (b"X-Probe", b"x-probe", b"c")
         return bool(headers.get("x-other") == "b" and headers["X-PROBE"] == "c")
+    except Exception:
+        return False
+
+
+def _has_reference_layout(module: ModuleType) -> bool:
+    """Whether ``URL._uri_reference`` exposes the parsed scheme, host and normalised port."""
+    try:
+        ref = module.URL("HTTPS://Example.COM:8443/p")._uri_reference
+        default = module.URL("https://example.com:443/")._uri_reference
+        return bool(
+            (ref.scheme, ref.host, ref.port) == ("https", "example.com", 8443)
+            and default.port is None
+        )
     except Exception:
         return False
 
@@ -101,6 +128,32 @@ if not FLAVOURS:
 #: The flavour a request belongs to, by its exact class.
 FLAVOUR_BY_REQUEST: Dict[type, Flavour] = {f.request_type: f for f in FLAVOURS}
 _FAST_REQUEST_TYPES = frozenset(f.request_type for f in FLAVOURS if f.fast_headers)
+#: URL classes whose parsed parts can be read straight from ``_uri_reference``.
+FAST_URL_TYPES = frozenset(f.url_type for f in FLAVOURS if f.fast_urls)
+_OUR_KEYS = frozenset((_AUTHORIZATION_KEY, _VERSION_KEY))
+_lower_key = itemgetter(1)
+
+
+def url_keys(url: Any) -> List[Tuple[str, str, Optional[int]]]:
+    """Every ``(scheme, host, port)`` form under which the adapter may see ``url``'s origin.
+
+    The public properties and, where checked, ``_uri_reference`` (IDNA hosts differ between
+    them); ports both as parsed (``None`` for the default) and explicit.
+    """
+    forms = [(url.scheme, url.host, url.port)]
+    fast = url.__class__ in FAST_URL_TYPES
+    if fast:
+        ref = url._uri_reference
+        forms.append((ref.scheme, ref.host, ref.port))
+    default_port = _DEFAULT_PORTS.get(url.scheme)
+    keys = []
+    for scheme, host, port in forms:
+        keys.append((scheme, host, port))
+        if port is None:
+            keys.append((scheme, host, default_port))
+        elif port == default_port:
+            keys.append((scheme, host, None))
+    return keys
 
 
 def flavour_of_client(client: Any) -> Optional[Flavour]:
@@ -116,9 +169,7 @@ def authorization_entry(authorization: str) -> Tuple[bytes, bytes, bytes]:
     return (_AUTHORIZATION_RAW, _AUTHORIZATION_KEY, authorization.encode("ascii"))
 
 
-def set_auth_headers(
-    request: Any, authorization: str, entry: Tuple[bytes, bytes, bytes]
-) -> None:
+def set_auth_headers(request: Any, authorization: str, entry: Tuple[bytes, bytes, bytes]) -> None:
     """Set ``Authorization`` (replacing any) and ``X-API-Version`` unless the caller set it.
 
     ``entry`` is :func:`authorization_entry` of ``authorization``.
@@ -126,10 +177,13 @@ def set_auth_headers(
     headers = request.headers
     if request.__class__ in _FAST_REQUEST_TYPES:
         entries = headers._list
+        if _OUR_KEYS.isdisjoint(map(_lower_key, entries)):  # the usual case, at C speed
+            entries.append(entry)
+            entries.append(_VERSION_ENTRY)
+            return
         keys = [item[1] for item in entries]
-        present = keys.count(_AUTHORIZATION_KEY)
-        if present <= 1:
-            if present:
+        if keys.count(_AUTHORIZATION_KEY) <= 1:
+            if _AUTHORIZATION_KEY in keys:
                 entries[keys.index(_AUTHORIZATION_KEY)] = entry
             else:
                 entries.append(entry)

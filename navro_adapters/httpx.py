@@ -60,7 +60,7 @@ else:
 __all__ = ["AsyncHttpxTransport", "HttpxTransport", "NavroAuth", "installed_flavours"]
 
 _UNAUTHORIZED = 401
-_DEFAULT_PORTS = {"http": 80, "https": 443}
+_FAST_URL_TYPES = compat.FAST_URL_TYPES
 
 
 def installed_flavours() -> Tuple[str, ...]:
@@ -310,7 +310,8 @@ class NavroAuth(_AuthBase):
             return
         provider = self.provider
         transport = self._async_for.get(request.__class__)
-        token = await provider.aget_token(transport=transport)
+        # A fresh cached token without creating a coroutine: the common case, kept cheap.
+        token = provider.fresh_token() or await provider.aget_token(transport=transport)
         self._apply(request, token)
         response = yield request
         if response.status_code != _UNAUTHORIZED or not self._may_resend(request, response):
@@ -328,8 +329,13 @@ class NavroAuth(_AuthBase):
 
     def _in_scope(self, url: httpx.URL) -> bool:
         # httpx has parsed the URL already: compare its parts, no string building on this path.
-        if (url.scheme, url.host, url.port) in self._origin_keys:
+        if url.__class__ in _FAST_URL_TYPES:
+            ref = url._uri_reference
+            if (ref.scheme, ref.host, ref.port) in self._origin_keys:
+                return True
+        elif (url.scheme, url.host, url.port) in self._origin_keys:
             return True
+        # Not a known form of an allowed origin: the core's check decides.
         return self._core.applies_to(str(url))
 
     def _apply(self, request: httpx.Request, token: Token) -> None:
@@ -362,7 +368,7 @@ class NavroAuth(_AuthBase):
 
 
 def _origin_keys(origins: Iterable[str]) -> frozenset[Tuple[str, str, Optional[int]]]:
-    """``(scheme, host, port)`` of each allowed origin as every installed flavour parses it."""
+    """``(scheme, host, port)`` of each allowed origin, as every installed flavour reads it."""
     keys = set()
     for origin in origins:
         for flavour in compat.FLAVOURS:
@@ -370,10 +376,5 @@ def _origin_keys(origins: Iterable[str]) -> frozenset[Tuple[str, str, Optional[i
                 url = flavour.module.URL(origin)
             except Exception:
                 continue  # the authoritative check (AdapterCore.applies_to) still covers it
-            port = url.port
-            keys.add((url.scheme, url.host, port))
-            if port is None:
-                keys.add((url.scheme, url.host, _DEFAULT_PORTS.get(url.scheme)))
-            elif port == _DEFAULT_PORTS.get(url.scheme):
-                keys.add((url.scheme, url.host, None))
+            keys.update(compat.url_keys(url))
     return frozenset(keys)

@@ -288,8 +288,9 @@ class TokenProvider:
             give_up_at += self.store_wait
         return _Flight(refresh=refresh, give_up_at=give_up_at)
 
-    def _context(self) -> FlowContext:
+    def _context(self, *, refresh: bool) -> FlowContext:
         return FlowContext(
+            refresh=refresh,
             credentials=self.credentials,
             refresh_policy=self.refresh_policy,
             retry_policy=self.retry_policy,
@@ -350,7 +351,7 @@ class TokenProvider:
     def _run_flight_sync(self, flight: _Flight, transport: Optional[SyncTransport]) -> None:
         try:
             token = drive_sync(
-                acquisition_flow(self._context()),
+                acquisition_flow(self._context(refresh=flight.refresh)),
                 transport or self.transport,
                 self.store,
                 self.clock.sleep,
@@ -393,7 +394,7 @@ class TokenProvider:
 
     def _fetch_outside_flight(self, transport: Optional[SyncTransport]) -> Token:
         token = drive_sync(
-            acquisition_flow(self._context()),
+            acquisition_flow(self._context(refresh=False)),
             transport or self.transport,
             self.store,
             self.clock.sleep,
@@ -407,7 +408,7 @@ class TokenProvider:
 
     async def _run_flight_async(self, flight: _Flight, transport: AsyncTransport) -> None:
         try:
-            token = await drive_async(acquisition_flow(self._context()), transport, self.store)
+            token = await drive_async(acquisition_flow(self._context(refresh=flight.refresh)), transport, self.store)
         except NavroAuthError as exc:
             self._complete(flight, _Outcome(error=exc))
         except BaseException:

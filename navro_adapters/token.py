@@ -21,6 +21,7 @@ __all__ = ["DEFAULT_TOKEN_LIFETIME", "MAX_TOKEN_LIFETIME", "RefreshPolicy", "Tok
 
 DEFAULT_TOKEN_LIFETIME = 300.0  # seconds, per Navro's docs; used when expires_in is missing
 MAX_TOKEN_LIFETIME = 86400.0  # seconds; a larger expires_in is capped (and logged once)
+MAX_SKEW_FRACTION = 0.1  # the clock-skew margin on a stored token never exceeds this share of its life
 
 
 class TokenState(enum.Enum):
@@ -96,8 +97,9 @@ class Token:
         """Rebuild a token read from a shared store, or ``None`` if the record is unusable.
 
         The wall-clock instants are mapped onto this process's monotonic clock; ``clock_skew``
-        (seconds) is taken off the remaining life so a host whose clock runs behind never
-        trusts a token past its real expiry.
+        (seconds, at most a tenth of the token's life so short tokens stay usable) is taken
+        off the remaining life so a host whose clock runs behind never trusts a token past its
+        real expiry.
         """
         if not isinstance(record, dict):
             return None
@@ -112,7 +114,8 @@ class Token:
         ):
             return None
         assert isinstance(issued_at, (int, float)) and isinstance(expires_at, (int, float))
-        lifetime = float(expires_at) - float(issued_at) - max(0.0, clock_skew)
+        issued_life = float(expires_at) - float(issued_at)
+        lifetime = issued_life - min(max(0.0, clock_skew), issued_life * MAX_SKEW_FRACTION)
         if lifetime <= 0 or lifetime > MAX_TOKEN_LIFETIME:
             return None
         age = max(0.0, now_wall - float(issued_at))

@@ -23,7 +23,7 @@ __all__ = ["SandboxState", "SandboxStats", "SeenRequest"]
 MAX_SEEN_REQUESTS = 10_000  # the request log keeps the most recent ones
 MAX_LOGGED_BODY = 4096  # bytes of each request body kept in the log
 TOKEN_BYTES = 32  # 256 random bits -> a 43-character URL-safe token
-PRUNE_THRESHOLD = 10_000  # expired tokens are swept once this many are held
+PRUNE_THRESHOLD = 10_000  # expired tokens are swept once this many are held (then 2x live)
 
 
 @dataclass(frozen=True)
@@ -119,6 +119,7 @@ class SandboxState:
         self._token_ttl = check_duration("token_ttl", token_ttl, positive=True)
         self._token_latency = check_duration("token_latency", token_latency)
         self._tokens: Dict[str, float] = {}  # token -> monotonic expiry
+        self._prune_at = PRUNE_THRESHOLD
         self._token_faults: Deque[Fault] = collections.deque()
         self._api_faults: Deque[Fault] = collections.deque()
         self._api_always_401 = False
@@ -151,8 +152,10 @@ class SandboxState:
         token = secrets.token_urlsafe(TOKEN_BYTES)
         with self._lock:
             now = time.monotonic()
-            if len(self._tokens) >= PRUNE_THRESHOLD:
+            if len(self._tokens) >= self._prune_at:
                 self._tokens = {t: exp for t, exp in self._tokens.items() if exp > now}
+                # Amortised: the next sweep waits until the live set has doubled.
+                self._prune_at = max(PRUNE_THRESHOLD, 2 * len(self._tokens))
             self._tokens[token] = now + self._token_ttl
             self._counts["tokens_issued"] += 1
             return token, self._token_ttl
@@ -195,6 +198,7 @@ class SandboxState:
     def revoke_all_tokens(self) -> None:
         with self._lock:
             self._tokens.clear()
+            self._prune_at = PRUNE_THRESHOLD
 
     def reset_secret(self, new_secret: str) -> None:
         if not isinstance(new_secret, str) or not new_secret:

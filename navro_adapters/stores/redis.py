@@ -5,8 +5,9 @@ when it ends; the refresh lock is ``SET lockkey owner NX PX ms``, which expires 
 its holder dies, and is released by a compare-and-delete script so a holder whose lock
 expired and was taken over never deletes its successor's lock.
 
-This module imports without redis-py installed; constructing a :class:`RedisStore` then raises
-an :class:`ImportError` naming the extra to install.
+redis-py is imported when the first :class:`RedisStore` is constructed, not with this module:
+``import navro_adapters`` stays light, and works without redis-py installed. Constructing a
+:class:`RedisStore` then raises an :class:`ImportError` naming the extra to install.
 """
 
 from __future__ import annotations
@@ -22,17 +23,6 @@ from urllib.parse import urlsplit, urlunsplit
 from .._log import logger
 from ..errors import ConfigurationError, TokenStoreError
 from ..store import TokenRecord
-
-try:
-    import redis as _redis
-    import redis.asyncio as _redis_asyncio
-    from redis.asyncio.retry import Retry as _AsyncRetry
-    from redis.backoff import NoBackoff as _NoBackoff
-    from redis.retry import Retry as _Retry
-except ImportError:  # the [redis] extra is not installed
-    _HAVE_REDIS = False
-else:
-    _HAVE_REDIS = True
 
 __all__ = ["DEFAULT_KEY_PREFIX", "RedisStore"]
 
@@ -53,9 +43,36 @@ UNLOCK_SCRIPT = (
 _T = TypeVar("_T")
 
 
-def _require_redis() -> None:
-    if not _HAVE_REDIS:
-        raise ImportError(f"RedisStore needs redis-py; install it with: {INSTALL_HINT}")
+class _RedisPy:
+    """redis-py's pieces, imported on first use so ``import navro_adapters`` stays light."""
+
+    def __init__(self) -> None:
+        try:
+            import redis
+            import redis.asyncio
+            from redis.asyncio.retry import Retry as AsyncRetry
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+        except ImportError as exc:
+            raise ImportError(
+                f"RedisStore needs redis-py; install it with: {INSTALL_HINT}"
+            ) from exc
+        self.Redis: Any = redis.Redis
+        self.AsyncRedis: Any = redis.asyncio.Redis
+        self.RedisError: Any = redis.RedisError
+        self.Retry: Any = Retry
+        self.AsyncRetry: Any = AsyncRetry
+        self.NoBackoff: Any = NoBackoff
+
+
+_redis_py: Optional[_RedisPy] = None
+
+
+def _require_redis() -> _RedisPy:
+    global _redis_py
+    if _redis_py is None:
+        _redis_py = _RedisPy()
+    return _redis_py
 
 
 def _redact(url: str) -> str:
@@ -101,7 +118,7 @@ class RedisStore:
         key_prefix: str = DEFAULT_KEY_PREFIX,
         async_client: Any = None,
     ) -> None:
-        _require_redis()
+        self._redis_py = _require_redis()
         if not isinstance(key_prefix, str):
             raise ConfigurationError("key_prefix", "must be a string")
         self.key_prefix = key_prefix
@@ -112,7 +129,7 @@ class RedisStore:
             if not client_or_url.strip():
                 raise ConfigurationError("client_or_url", "must be a Redis URL or client")
             self._url = client_or_url.strip()
-        elif isinstance(client_or_url, _redis_asyncio.Redis):
+        elif isinstance(client_or_url, self._redis_py.AsyncRedis):
             if async_client is not None:
                 raise ConfigurationError("async_client", "given twice")
             self._async_client = client_or_url
@@ -247,11 +264,11 @@ class RedisStore:
         with self._build_lock:
             if self._client is None:
                 try:
-                    self._client = _redis.Redis.from_url(
+                    self._client = self._redis_py.Redis.from_url(
                         self._url,
                         socket_timeout=SOCKET_TIMEOUT,
                         socket_connect_timeout=SOCKET_CONNECT_TIMEOUT,
-                        retry=_Retry(_NoBackoff(), COMMAND_RETRIES),
+                        retry=self._redis_py.Retry(self._redis_py.NoBackoff(), COMMAND_RETRIES),
                     )
                 except ValueError as exc:
                     raise TokenStoreError(f"invalid Redis URL {_redact(self._url)!r}") from exc
@@ -269,11 +286,12 @@ class RedisStore:
             client = self._async_by_loop.get(loop)
             if client is None:
                 try:
-                    client = _redis_asyncio.Redis.from_url(
+                    redis_py = self._redis_py
+                    client = redis_py.AsyncRedis.from_url(
                         self._url,
                         socket_timeout=SOCKET_TIMEOUT,
                         socket_connect_timeout=SOCKET_CONNECT_TIMEOUT,
-                        retry=_AsyncRetry(_NoBackoff(), COMMAND_RETRIES),
+                        retry=redis_py.AsyncRetry(redis_py.NoBackoff(), COMMAND_RETRIES),
                     )
                 except ValueError as exc:
                     raise TokenStoreError(f"invalid Redis URL {_redact(self._url)!r}") from exc
@@ -284,12 +302,12 @@ class RedisStore:
         client = self._sync_client()
         try:
             return command(client)
-        except (_redis.RedisError, OSError) as exc:
+        except (self._redis_py.RedisError, OSError) as exc:
             raise TokenStoreError(f"redis {operation} failed: {type(exc).__name__}") from exc
 
     async def _async(self, operation: str, command: Callable[[Any], Awaitable[_T]]) -> _T:
         client = self._async_client_for_loop()
         try:
             return await command(client)
-        except (_redis.RedisError, OSError, asyncio.TimeoutError) as exc:
+        except (self._redis_py.RedisError, OSError, asyncio.TimeoutError) as exc:
             raise TokenStoreError(f"redis {operation} failed: {type(exc).__name__}") from exc

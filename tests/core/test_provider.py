@@ -517,3 +517,30 @@ def test_fresh_token_never_fetches() -> None:
     assert p.fresh_token() is token
     clock.advance(250)  # STALE: not fresh, and asking does not start a refresh
     assert p.fresh_token() is None and len(transport.calls) == 1 and p._flight is None
+
+
+async def test_sync_call_on_the_loop_running_the_flight_does_not_deadlock() -> None:
+    gate = asyncio.Event()
+    async_transport = AsyncScriptedTransport(async_gate=gate)
+    sync_transport = ScriptedTransport(token_response("sync-side"))
+    p = TokenProvider(CREDS, transport=sync_transport, async_transport=async_transport)
+    waiter = asyncio.ensure_future(p.aget_token())
+    await asyncio.sleep(0.01)  # the async flight now runs as a task on this loop, held by the gate
+    # A blocking call from this very thread (say, a requests call inside a coroutine) must not
+    # wait for a task its own blocking would starve: it fetches on its own.
+    token = p.get_token()
+    assert token.access_token == "sync-side"
+    gate.set()
+    assert (await waiter).access_token.startswith("tok-")
+
+
+def test_stored_tokens_lose_a_bounded_skew_margin() -> None:
+    record = {"access_token": "t", "issued_at": 1000.0, "expires_at": 1002.0}
+    token = Token.from_record(record, now_monotonic=50.0, now_wall=1000.5, clock_skew=5.0)
+    assert token is not None and abs(token.expires_in - 1.8) < 1e-9  # 10% of 2 s, not 5 s
+    long_lived = {"access_token": "t", "issued_at": 1000.0, "expires_at": 1300.0}
+    token = Token.from_record(long_lived, now_monotonic=50.0, now_wall=1000.0, clock_skew=5.0)
+    assert token is not None and token.expires_in == 295.0
+    assert token.requested_at == 50.0
+    for bad in ({}, {"access_token": "", "issued_at": 1, "expires_at": 2}, {"access_token": "t", "issued_at": 5, "expires_at": 1}, "nope", {"access_token": "t", "issued_at": True, "expires_at": 2}):
+        assert Token.from_record(bad, now_monotonic=0, now_wall=0) is None

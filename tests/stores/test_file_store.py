@@ -414,8 +414,9 @@ def test_a_corrupt_file_does_not_stop_the_provider(
     ("age", "lifetime", "trusted"),
     [
         (290.0, 289.0, False),  # expired a second ago
-        (10.0, 13.0, False),  # 3 s left: inside the 5 s skew margin
-        (1.0, 4.0, False),  # a short record whose whole life is inside the margin
+        (10.0, 13.0, False),  # 3 s left: inside the skew and refresh margins
+        (3.7, 4.0, False),  # 0.3 s left of a short token: inside its 10% skew margin
+        (1.0, 4.0, True),  # the skew margin is capped at 10% of the life: short tokens stay usable
         (100.0, 300.0, True),  # 200 s left: a good token
     ],
 )

@@ -92,6 +92,20 @@ def test_importable_without_redis_py_and_constructing_names_the_extra() -> None:
     assert "pip install 'navro-adapters[redis]'" in result.stdout
 
 
+def test_importing_the_stores_does_not_import_redis_py() -> None:
+    code = "import sys\nimport navro_adapters.stores\nprint('redis' in sys.modules)\n"
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+        check=True,
+    )
+    assert result.stdout.strip() == "False"
+
+
 @needs_redis_py
 def test_configuration_and_repr_hide_the_password() -> None:
     store = RedisStore("redis://user:hunter2@127.0.0.1:6390/0", key_prefix="p:")

@@ -1,0 +1,671 @@
+"""Tests of the httpx/httpx2 adapter: translation, scoping, the 401 rule, token transports.
+
+Most tests run against an in-memory Navro (``MockTransport``) for every installed flavour; the
+ones about private clients, event loops and redirects use the real sandbox. Import-time
+behaviour (which flavour is installed) is checked in subprocesses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import importlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from typing import Any, AsyncIterator, Dict, Iterator, List, Optional
+
+import pytest
+
+from navro_adapters import (
+    ConfigurationError,
+    Credentials,
+    InvalidClientError,
+    TokenEndpointError,
+    TokenProvider,
+    TokenTimeoutError,
+    TransportError,
+    build_token_request,
+)
+from navro_adapters import httpx as navro_httpx
+from navro_adapters.httpx import AsyncHttpxTransport, HttpxTransport, NavroAuth
+from navro_adapters.sandbox import EchoServer, Sandbox
+
+SECRET = "s3cr3t-value-never-logged"
+BASE = "https://api.navro.test"
+CREDS = Credentials("client-id", SECRET, "acme", base_url=BASE)
+TOKEN_PATH = "/authentication/acme/token"
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _installed(name: str) -> bool:
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        return False
+    return True
+
+
+FLAVOURS = [name for name in ("httpx", "httpx2") if _installed(name)]
+
+
+@pytest.fixture(params=FLAVOURS)
+def mod(request: pytest.FixtureRequest) -> Any:
+    return importlib.import_module(request.param)
+
+
+class Seen:
+    """A snapshot of a request as it was sent (the adapter resends the same Request object)."""
+
+    def __init__(self, request: Any) -> None:
+        self.method = request.method
+        self.url = request.url
+        self.headers = type(request.headers)(request.headers)
+        module = sys.modules[type(request).__module__.split(".")[0]]
+        replayable = isinstance(request.stream, module.ByteStream)
+        self.body = request.read() if replayable else b"<stream>"
+
+
+class FakeNavro:
+    """An in-memory Navro for MockTransport: issues tok-1, tok-2, ... and checks bearers."""
+
+    def __init__(self) -> None:
+        self.issued = 0
+        self.valid: set = set()
+        self.token_requests: List[Any] = []
+        self.api_requests: List[Any] = []
+        self.api_bodies: List[bytes] = []
+        self.always_401 = False
+        self.revoke_after_use = False  # the next accepted API call revokes its token afterwards
+        self.token_status: Optional[int] = None
+        self.token_error: Optional[BaseException] = None
+
+    def __call__(self, request: Any) -> Any:
+        module = sys.modules[type(request).__module__.split(".")[0]]
+        if request.url.host != "api.navro.test":
+            if request.url.path == "/unauthorized":
+                return module.Response(401)
+            return module.Response(200, json={"elsewhere": True})
+        if request.url.path == TOKEN_PATH:
+            self.token_requests.append(Seen(request))
+            if self.token_error is not None:
+                raise self.token_error
+            if self.token_status is not None:
+                return module.Response(self.token_status, json={"error": "invalid_client"})
+            self.issued += 1
+            token = f"tok-{self.issued}"
+            self.valid.add(token)
+            return module.Response(
+                200, json={"access_token": token, "token_type": "Bearer", "expires_in": 300}
+            )
+        seen = Seen(request)
+        self.api_requests.append(seen)
+        self.api_bodies.append(seen.body)
+        if request.url.path == "/v1/redirect-away":
+            return module.Response(302, headers={"Location": "https://other.test/unauthorized"})
+        auth = request.headers.get("Authorization", "")
+        token = auth[len("Bearer ") :] if auth.startswith("Bearer ") else ""
+        if self.always_401 or token not in self.valid:
+            return module.Response(401)
+        if self.revoke_after_use:
+            self.revoke_after_use = False
+            self.valid.discard(token)
+        return module.Response(200, json={"token": token})
+
+
+def sync_pair(mod: Any, fake: FakeNavro, **kwargs: Any) -> Any:
+    transport = mod.MockTransport(fake)
+    auth = NavroAuth(CREDS, client=mod.Client(transport=transport), **kwargs)
+    return auth, mod.Client(transport=transport, auth=auth)
+
+
+def async_pair(mod: Any, fake: FakeNavro, **kwargs: Any) -> Any:
+    transport = mod.MockTransport(fake)
+    auth = NavroAuth(CREDS, async_client=mod.AsyncClient(transport=transport), **kwargs)
+    return auth, mod.AsyncClient(transport=transport, auth=auth)
+
+
+def streaming_client(mod: Any, fake: FakeNavro, auth: NavroAuth, *, asynchronous: bool) -> Any:
+    """A client whose transport consumes a streaming body as a network transport does.
+
+    ``MockTransport`` calls ``request.read()``, which turns a generator body into a replayable
+    one; a real transport only iterates it.
+    """
+
+    class Consuming(mod.BaseTransport):  # type: ignore[misc, name-defined]
+        def handle_request(self, request: Any) -> Any:
+            for _ in request.stream:
+                pass
+            return fake(request)
+
+    class AsyncConsuming(mod.AsyncBaseTransport):  # type: ignore[misc, name-defined]
+        async def handle_async_request(self, request: Any) -> Any:
+            async for _ in request.stream:
+                pass
+            return fake(request)
+
+    if asynchronous:
+        return mod.AsyncClient(transport=AsyncConsuming(), auth=auth)
+    return mod.Client(transport=Consuming(), auth=auth)
+
+
+# -- construction, flavours, repr -------------------------------------------------------------
+
+
+def test_navro_auth_is_an_auth_of_every_installed_flavour() -> None:
+    assert navro_httpx.installed_flavours() == tuple(FLAVOURS)
+    for name in FLAVOURS:
+        module = importlib.import_module(name)
+        assert isinstance(NavroAuth(CREDS), module.Auth)
+
+
+def test_repr_shows_neither_secret_nor_token(mod: Any) -> None:
+    fake = FakeNavro()
+    auth, client = sync_pair(mod, fake)
+    assert client.get(f"{BASE}/v1/ping").status_code == 200
+    text = repr(auth)
+    assert SECRET not in text and "tok-1" not in text
+    assert auth.provider.token is not None and auth.provider.token.fingerprint in text
+    assert "HttpxTransport" in repr(HttpxTransport(flavour=mod.__name__))
+    assert "AsyncHttpxTransport" in repr(AsyncHttpxTransport(flavour=mod.__name__))
+
+
+def test_shared_provider_cannot_take_clients(mod: Any) -> None:
+    provider = TokenProvider(CREDS)
+    with pytest.raises(ConfigurationError):
+        NavroAuth(provider, client=mod.Client())
+    with pytest.raises(ConfigurationError):
+        NavroAuth(provider, async_client=mod.AsyncClient())
+    assert NavroAuth(provider).provider is provider
+
+
+def test_bad_source_and_bad_clients_are_rejected(mod: Any) -> None:
+    with pytest.raises(ConfigurationError):
+        NavroAuth("not credentials")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError):
+        NavroAuth(CREDS, client=mod.AsyncClient())  # an async client where a sync one goes
+    with pytest.raises(ConfigurationError):
+        NavroAuth(CREDS, async_client=mod.Client())
+    with pytest.raises(ConfigurationError):
+        HttpxTransport(flavour="httpx3")
+
+
+# -- headers and origin scope -----------------------------------------------------------------
+
+
+def test_in_scope_request_gets_bearer_and_api_version(mod: Any) -> None:
+    fake = FakeNavro()
+    _, client = sync_pair(mod, fake)
+    response = client.get(f"{BASE}/v1/ping")
+    assert response.status_code == 200
+    sent = fake.api_requests[0]
+    assert sent.headers["Authorization"] == "Bearer tok-1"
+    assert sent.headers["X-API-Version"] == "1"
+    assert len(sent.headers.get_list("Authorization")) == 1
+    token_request = fake.token_requests[0]
+    expected = base64.b64encode(f"client-id:{SECRET}".encode()).decode()
+    assert token_request.headers["Authorization"] == f"Basic {expected}"
+    assert token_request.headers["X-API-Version"] == "1"
+    assert token_request.method == "POST"
+    assert token_request.body == b"grant_type=client_credentials&scope=openid"
+
+
+def test_caller_api_version_is_kept(mod: Any) -> None:
+    fake = FakeNavro()
+    _, client = sync_pair(mod, fake)
+    client.get(f"{BASE}/v1/ping", headers={"x-api-version": "2"})
+    assert fake.api_requests[0].headers.get_list("X-API-Version") == ["2"]
+
+
+def test_caller_authorization_is_replaced_and_duplicates_collapse(mod: Any) -> None:
+    fake = FakeNavro()
+    _, client = sync_pair(mod, fake)
+    request = client.build_request("GET", f"{BASE}/v1/ping")
+    request.headers = mod.Headers(
+        [*request.headers.multi_items(), ("Authorization", "a"), ("authorization", "b")]
+    )
+    assert client.send(request).status_code == 200
+    assert fake.api_requests[0].headers.get_list("Authorization") == ["Bearer tok-1"]
+    client.get(f"{BASE}/v1/ping", headers={"Authorization": "Basic xyz"})
+    assert fake.api_requests[1].headers.get_list("Authorization") == ["Bearer tok-1"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://elsewhere.test/v1/ping",
+        "https://api.navro.test:8443/v1/ping",  # another port is another origin
+        "http://127.0.0.1/v1/ping",
+    ],
+)
+def test_other_origins_get_nothing(mod: Any, url: str) -> None:
+    fake = FakeNavro()
+    auth, client = sync_pair(mod, fake)
+    request = client.build_request("GET", url)
+    flow = auth.sync_auth_flow(request)
+    assert next(flow) is request
+    assert "Authorization" not in request.headers
+    assert "X-API-Version" not in request.headers
+    assert fake.token_requests == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://API.Navro.TEST/v1/ping",
+        "https://api.navro.test:443/v1/ping",
+        "https://api.navro.test",
+        "https://api.navro.test?x=1",
+    ],
+)
+def test_same_origin_spelled_differently_is_in_scope(mod: Any, url: str) -> None:
+    auth, client = sync_pair(mod, FakeNavro())
+    request = client.build_request("GET", url)
+    next(auth.sync_auth_flow(request))
+    assert request.headers["Authorization"] == "Bearer tok-1"
+
+
+def test_extra_origins_are_in_scope(mod: Any) -> None:
+    auth, client = sync_pair(mod, FakeNavro(), extra_origins=["https://files.navro.test:8443"])
+    request = client.build_request("GET", "https://files.navro.test:8443/upload")
+    next(auth.sync_auth_flow(request))
+    assert request.headers["Authorization"] == "Bearer tok-1"
+    request = client.build_request("GET", "https://files.navro.test/upload")
+    next(auth.sync_auth_flow(request))
+    assert "Authorization" not in request.headers
+
+
+def test_public_api_fallback_behaves_the_same(mod: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from navro_adapters import _httpx_compat
+
+    monkeypatch.setattr(_httpx_compat, "_FAST_REQUEST_TYPES", frozenset())
+    monkeypatch.setattr(navro_httpx, "_FAST_URL_TYPES", frozenset())
+    fake = FakeNavro()
+    auth, client = sync_pair(mod, fake)
+    client.get(f"{BASE}/v1/ping")
+    client.get(f"{BASE}/v1/ping", headers={"X-API-Version": "2", "Authorization": "x"})
+    assert fake.api_requests[0].headers["Authorization"] == "Bearer tok-1"
+    assert fake.api_requests[0].headers["X-API-Version"] == "1"
+    assert fake.api_requests[1].headers.get_list("Authorization") == ["Bearer tok-1"]
+    assert fake.api_requests[1].headers.get_list("X-API-Version") == ["2"]
+    request = client.build_request("GET", "https://elsewhere.test/")
+    next(auth.sync_auth_flow(request))
+    assert "Authorization" not in request.headers
+
+
+def test_internals_probes_pass_on_installed_flavours() -> None:
+    from navro_adapters import _httpx_compat
+
+    for flavour in _httpx_compat.FLAVOURS:
+        assert flavour.fast_headers, flavour
+        assert flavour.fast_urls, flavour
+
+
+# -- the 401 rule -------------------------------------------------------------------------------
+
+
+def test_401_invalidates_sent_token_and_resends_once(mod: Any) -> None:
+    fake = FakeNavro()
+    auth, client = sync_pair(mod, fake)
+    assert client.get(f"{BASE}/v1/ping").status_code == 200
+    fake.valid.clear()  # Navro revoked tok-1
+    response = client.post(f"{BASE}/v1/ping", content=b'{"amount": 1}')
+    assert response.status_code == 200
+    assert response.json() == {"token": "tok-2"}
+    assert [r.status_code for r in response.history] == [401]
+    assert [r.headers["Authorization"] for r in fake.api_requests] == [
+        "Bearer tok-1",
+        "Bearer tok-1",
+        "Bearer tok-2",
+    ]
+    assert fake.api_bodies[1:] == [b'{"amount": 1}', b'{"amount": 1}']
+    assert auth.provider.stats.invalidations == 1
+
+
+def test_api_always_401_is_tried_exactly_twice(mod: Any) -> None:
+    fake = FakeNavro()
+    _, client = sync_pair(mod, fake)
+    fake.always_401 = True
+    response = client.get(f"{BASE}/v1/ping")
+    assert response.status_code == 401
+    assert len(fake.api_requests) == 2
+    assert len(fake.token_requests) == 2
+
+
+def test_generator_body_is_not_resent(mod: Any) -> None:
+    fake = FakeNavro()
+    auth, _ = sync_pair(mod, fake)
+    client = streaming_client(mod, fake, auth, asynchronous=False)
+    client.get(f"{BASE}/v1/ping")
+    fake.valid.clear()
+
+    def body() -> Iterator[bytes]:
+        yield b"one-shot"
+
+    response = client.post(f"{BASE}/v1/ping", content=body())
+    assert response.status_code == 401
+    assert len(fake.api_requests) == 2  # the warm-up and the single streaming attempt
+
+
+def test_401_from_another_origin_after_a_redirect_is_not_ours(mod: Any) -> None:
+    fake = FakeNavro()
+    _, client = sync_pair(mod, fake)
+    response = client.get(f"{BASE}/v1/redirect-away", follow_redirects=True)
+    assert response.status_code == 401
+    assert str(response.url) == "https://other.test/unauthorized"
+    assert len(fake.api_requests) == 1
+    assert len(fake.token_requests) == 1
+
+
+def test_secret_rejected_raises_invalid_client_without_secret(mod: Any) -> None:
+    fake = FakeNavro()
+    fake.token_status = 401
+    _, client = sync_pair(mod, fake)
+    with pytest.raises(InvalidClientError) as caught:
+        client.get(f"{BASE}/v1/ping")
+    assert SECRET not in str(caught.value) and SECRET not in repr(caught.value)
+    assert fake.api_requests == []
+
+
+def test_secret_rejected_on_the_resend_raises(mod: Any) -> None:
+    fake = FakeNavro()
+    _, client = sync_pair(mod, fake)
+    client.get(f"{BASE}/v1/ping")
+    fake.valid.clear()
+    fake.token_status = 401
+    with pytest.raises(InvalidClientError):
+        client.get(f"{BASE}/v1/ping")
+
+
+# -- async ------------------------------------------------------------------------------------
+
+
+async def test_async_flow_sets_headers_and_resends_once(mod: Any) -> None:
+    fake = FakeNavro()
+    _, client = async_pair(mod, fake)
+    async with client:
+        assert (await client.get(f"{BASE}/v1/ping")).status_code == 200
+        fake.valid.clear()
+        response = await client.get(f"{BASE}/v1/ping")
+        assert response.json() == {"token": "tok-2"}
+        fake.always_401 = True
+        assert (await client.get(f"{BASE}/v1/ping")).status_code == 401
+    assert [r.headers["Authorization"] for r in fake.api_requests] == [
+        "Bearer tok-1",
+        "Bearer tok-1",
+        "Bearer tok-2",
+        "Bearer tok-2",
+        "Bearer tok-3",
+    ]
+    assert all(r.headers["X-API-Version"] == "1" for r in fake.api_requests)
+
+
+async def test_async_generator_body_is_not_resent(mod: Any) -> None:
+    fake = FakeNavro()
+    auth, _ = async_pair(mod, fake)
+    client = streaming_client(mod, fake, auth, asynchronous=True)
+    async with client:
+        await client.get(f"{BASE}/v1/ping")
+        fake.valid.clear()
+
+        async def body() -> AsyncIterator[bytes]:
+            yield b"one-shot"
+
+        response = await client.post(f"{BASE}/v1/ping", content=body())
+    assert response.status_code == 401
+    assert len(fake.api_requests) == 2
+
+
+async def test_async_flow_never_uses_the_blocking_get_token(mod: Any) -> None:
+    class NoSync(TokenProvider):
+        def get_token(self, **kwargs: Any) -> Any:
+            raise AssertionError("the async flow called the blocking get_token")
+
+    fake = FakeNavro()
+    transport = mod.MockTransport(fake)
+    provider = NoSync(
+        CREDS, async_transport=AsyncHttpxTransport(mod.AsyncClient(transport=transport))
+    )
+    async with mod.AsyncClient(transport=transport, auth=NavroAuth(provider)) as client:
+        assert (await client.get(f"{BASE}/v1/ping")).status_code == 200
+        fake.valid.clear()
+        assert (await client.get(f"{BASE}/v1/ping")).status_code == 200
+
+
+async def test_async_out_of_scope_request_is_untouched(mod: Any) -> None:
+    fake = FakeNavro()
+    auth, client = async_pair(mod, fake)
+    request = client.build_request("GET", "https://elsewhere.test/")
+    flow = auth.async_auth_flow(request)
+    assert await flow.__anext__() is request
+    assert "Authorization" not in request.headers
+    assert fake.token_requests == []
+
+
+# -- token transports -------------------------------------------------------------------------
+
+
+def test_token_request_is_never_redirected(mod: Any) -> None:
+    seen: List[str] = []
+
+    def handler(request: Any) -> Any:
+        seen.append(str(request.url))
+        return mod.Response(302, headers={"Location": "https://evil.test/steal"})
+
+    following = mod.Client(transport=mod.MockTransport(handler), follow_redirects=True)
+    transport = HttpxTransport(following)
+    response = transport(build_token_request(CREDS), timeout=5)
+    assert response.status_code == 302
+    assert seen == [CREDS.token_url]
+    auth = NavroAuth(CREDS, client=mod.Client(transport=mod.MockTransport(handler)))
+    with pytest.raises(TokenEndpointError) as caught:
+        auth.provider.get_token()
+    assert caught.value.status_code == 302
+
+
+def test_token_request_does_not_recurse_into_the_clients_own_auth(mod: Any) -> None:
+    fake = FakeNavro()
+    client = mod.Client(transport=mod.MockTransport(fake))
+    auth = NavroAuth(CREDS, client=client)
+    client.auth = auth  # the very client the token requests go through
+    assert client.get(f"{BASE}/v1/ping").status_code == 200
+    assert fake.token_requests[0].headers["Authorization"].startswith("Basic ")
+
+
+@pytest.mark.parametrize(
+    ("error_name", "expected"),
+    [("ConnectError", TransportError), ("ReadTimeout", TokenTimeoutError)],
+)
+def test_transport_failures_become_typed_errors(mod: Any, error_name: str, expected: type) -> None:
+    def handler(request: Any) -> Any:
+        raise getattr(mod, error_name)(f"boom {SECRET}", request=request)
+
+    sync = HttpxTransport(mod.Client(transport=mod.MockTransport(handler)))
+    with pytest.raises(expected) as caught:
+        sync(build_token_request(CREDS), timeout=5)
+    assert isinstance(caught.value.__cause__, getattr(mod, error_name))
+    assert SECRET not in str(caught.value)
+
+    async def run() -> None:
+        transport = AsyncHttpxTransport(mod.AsyncClient(transport=mod.MockTransport(handler)))
+        with pytest.raises(expected) as caught:
+            await transport(build_token_request(CREDS), timeout=5)
+        assert isinstance(caught.value.__cause__, getattr(mod, error_name))
+
+    asyncio.run(run())
+
+
+def test_private_transport_connection_refused_is_a_transport_error(mod: Any) -> None:
+    creds = Credentials("id", SECRET, "acme", base_url="http://127.0.0.1:9")  # discard port
+    transport = HttpxTransport(flavour=mod.__name__)
+    with pytest.raises(TransportError):
+        transport(build_token_request(creds), timeout=2)
+    transport.close()
+
+    async def run() -> None:
+        with pytest.raises(TransportError):
+            await AsyncHttpxTransport(flavour=mod.__name__)(build_token_request(creds), timeout=2)
+
+    asyncio.run(run())
+
+
+# -- against the sandbox ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Sandbox]:
+    with Sandbox(client_secret=SECRET) as sb:
+        yield sb
+
+
+def test_private_token_client_matches_the_request_flavour(sandbox: Sandbox) -> None:
+    auth = NavroAuth(sandbox.credentials())
+    try:
+        for name in FLAVOURS:
+            module = importlib.import_module(name)
+            with module.Client(auth=auth) as client:
+                assert client.get(f"{sandbox.base_url}/v1/ping").status_code == 200
+            auth.provider.clear()  # the next flavour fetches its own token
+        agents = [
+            r.headers.get("user-agent", "") for r in sandbox.requests_seen() if r.kind == "token"
+        ]
+        assert [agent.split("/")[0] for agent in agents] == [f"python-{n}" for n in FLAVOURS]
+    finally:
+        auth.close()
+
+
+def test_private_async_clients_serve_several_event_loops(mod: Any, sandbox: Sandbox) -> None:
+    auth = NavroAuth(sandbox.credentials())
+
+    async def once() -> int:
+        async with mod.AsyncClient(auth=auth) as client:
+            return (await client.get(f"{sandbox.base_url}/v1/ping")).status_code
+
+    assert asyncio.run(once()) == 200
+    token = auth.provider.token
+    assert token is not None
+    auth.provider.invalidate(token)
+    assert asyncio.run(once()) == 200  # a new loop: the token request gets a new client
+    assert sandbox.stats().token_requests == 2
+    agents = [r.headers.get("user-agent", "") for r in sandbox.requests_seen() if r.kind == "token"]
+    assert all(agent.startswith(f"python-{mod.__name__}/") for agent in agents), agents
+
+
+def test_cross_origin_redirect_strips_the_token(mod: Any, sandbox: Sandbox) -> None:
+    auth = NavroAuth(sandbox.credentials())
+    with EchoServer() as other:
+        target = f"{other.base_url}/landing"
+        with mod.Client(auth=auth, follow_redirects=True) as client:
+            response = client.get(f"{sandbox.base_url}/v1/redirect", params={"to": target})
+        assert response.status_code == 200
+        assert [r.status_code for r in response.history] == [302]
+        seen = other.requests_seen()
+        assert seen and all("authorization" not in r.headers for r in seen)
+
+        async def run() -> int:
+            async with mod.AsyncClient(auth=auth, follow_redirects=True) as client:
+                answer = await client.get(f"{sandbox.base_url}/v1/redirect", params={"to": target})
+                return answer.status_code
+
+        assert asyncio.run(run()) == 200
+        assert all("authorization" not in r.headers for r in other.requests_seen())
+    auth.close()
+
+
+def test_close_closes_private_clients(mod: Any, sandbox: Sandbox) -> None:
+    auth = NavroAuth(sandbox.credentials())
+    with mod.Client(auth=auth) as client:
+        client.get(f"{sandbox.base_url}/v1/ping")
+    owned = [t for t in auth._owned if t._client is not None]
+    assert owned
+    auth.close()
+    auth.close()  # idempotent
+    assert all(t._client is None for t in auth._owned)
+
+
+# -- which flavours are installed (subprocesses, so this process keeps its imports) -------------
+
+
+def _run(code: str) -> Dict[str, Any]:
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    result: Dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_import_error_names_the_extras_when_neither_is_installed() -> None:
+    result = _run(
+        """
+        import json, sys
+        sys.modules["httpx"] = None
+        sys.modules["httpx2"] = None
+        try:
+            import navro_adapters.httpx
+        except ImportError as exc:
+            print(json.dumps({"message": str(exc)}))
+        """
+    )
+    assert "pip install 'navro-adapters[httpx]'" in result["message"]
+    assert "navro-adapters[httpx2]" in result["message"]
+
+
+_ONE_FLAVOUR = """
+    import json, sys
+    sys.modules[{hidden!r}] = None
+    import {used} as lib
+    from navro_adapters.httpx import NavroAuth, installed_flavours
+    from navro_adapters.sandbox import Sandbox
+    with Sandbox() as sb:
+        auth = NavroAuth(sb.credentials())
+        with lib.Client(auth=auth) as client:
+            status = client.get(sb.base_url + "/v1/ping").status_code
+        agent = [r.headers["user-agent"] for r in sb.requests_seen() if r.kind == "token"][0]
+    print(json.dumps({{"flavours": installed_flavours(), "status": status,
+                      "is_auth": isinstance(auth, lib.Auth), "agent": agent}}))
+"""
+
+
+@pytest.mark.skipif("httpx2" not in FLAVOURS, reason="httpx2 is not installed")
+def test_only_httpx2_installed() -> None:
+    result = _run(_ONE_FLAVOUR.format(hidden="httpx", used="httpx2"))
+    assert result["flavours"] == ["httpx2"]
+    assert result["status"] == 200 and result["is_auth"]
+    assert result["agent"].startswith("python-httpx2/")
+
+
+@pytest.mark.skipif("httpx" not in FLAVOURS, reason="httpx is not installed")
+def test_only_httpx_installed() -> None:
+    result = _run(_ONE_FLAVOUR.format(hidden="httpx2", used="httpx"))
+    assert result["flavours"] == ["httpx"]
+    assert result["status"] == 200 and result["is_auth"]
+    assert result["agent"].startswith("python-httpx/")
+
+
+@pytest.mark.skipif("httpx2" not in FLAVOURS, reason="httpx2 is not installed")
+def test_alias_httpx_makes_one_flavour() -> None:
+    result = _run(
+        """
+        import json
+        import httpx2
+        httpx2.alias_httpx()
+        import httpx
+        from navro_adapters.httpx import NavroAuth, installed_flavours
+        from navro_adapters.sandbox import Sandbox
+        with Sandbox() as sb:
+            with httpx.Client(auth=NavroAuth(sb.credentials())) as client:
+                status = client.get(sb.base_url + "/v1/ping").status_code
+        print(json.dumps({"flavours": installed_flavours(), "status": status,
+                          "same": httpx is httpx2}))
+        """
+    )
+    assert result == {"flavours": ["httpx"], "status": 200, "same": True}
