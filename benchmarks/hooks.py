@@ -44,7 +44,7 @@ def fixed_httpx_auth(authorization: str, module: Any = None) -> Any:
     if module is None:
         import httpx as module
 
-    class FixedHeaderAuth(module.Auth):  # type: ignore[misc,name-defined]
+    class FixedHeaderAuth(module.Auth):  # type: ignore[misc]
         def auth_flow(
             self, request: httpx.Request
         ) -> Generator[httpx.Request, httpx.Response, None]:

@@ -39,7 +39,7 @@ def _state(section: Optional[Dict[str, Any]]) -> Optional[str]:
         return None
     if status == "n/a":
         return "n/a"
-    return f"error: {str(section.get('error', ''))[:60]}"
+    return "error: " + str(section.get("error", ""))[:60]
 
 
 def _cold_cell(stack: Dict[str, Any]) -> str:
@@ -99,7 +99,7 @@ def _contention_cells(stack: Dict[str, Any]) -> List[str]:
 
 def _status_cell(stack: Dict[str, Any]) -> str:
     if stack["status"] == "ok":
-        return stack["label"]
+        return str(stack["label"])
     return f"{stack['label']} - **{stack['status']}**: {stack.get('detail', '')}"
 
 

@@ -83,7 +83,7 @@ NOTES = (
 
 
 def _conditions(note: str) -> Dict[str, Any]:
-    versions = {}
+    versions: Dict[str, Optional[str]] = {}
     for name in VERSIONED:
         try:
             versions[name] = importlib.metadata.version(name)
@@ -247,8 +247,7 @@ def run(
             hints = "; ".join(INSTALL_HINTS.get(name, f"{name} not installed") for name in missing)
             stack.update(status="missing", detail=hints)
         else:
-            document = _run_worker(spec, config)
-            stack.update(document)
+            stack.update(_run_worker(spec, config))
             stack.pop("stack", None)
         stacks.append(stack)
         print(_progress(index, len(specs), spec, _preview(stack, config)), flush=True)
@@ -259,7 +258,7 @@ def run(
         fleet = _run_fleet(config, fleet_stores)
     meta["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     targets = [target.to_dict() for target in evaluate(stacks)]
-    document = _json_safe(
+    document: Dict[str, Any] = _json_safe(
         {
             "config": config.to_dict(),
             "meta": meta,

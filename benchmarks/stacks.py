@@ -340,6 +340,8 @@ def _scaled(default: float, target: Target) -> float:
 
 def make_sync_driver(key: str, target: Target) -> SyncDriver:
     """A new driver for a thread-based stack (a new client, a new auth layer, no token)."""
+    auth: Any  # each branch builds its own kind of client and auth layer
+    client: Any
     creds = target.credentials
     fixed = {"Authorization": target.fixed_authorization, **API_HEADERS}
     if key == "baseline-requests":
@@ -497,6 +499,8 @@ def _aiohttp_session(target: Target, **kwargs: Any) -> Any:
 
 async def make_async_driver(key: str, target: Target) -> AsyncDriver:
     """A new driver for an asyncio stack; call it on the loop that will use the driver."""
+    auth: Any  # each branch builds its own kind of client and auth layer
+    client: Any
     creds = target.credentials
     fixed = {"Authorization": target.fixed_authorization, **API_HEADERS}
     if key == "baseline-httpx-async":

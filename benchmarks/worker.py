@@ -17,7 +17,7 @@ import sys
 import time
 import traceback
 import urllib.request
-from typing import Any, Awaitable, Callable, Dict
+from typing import Any, Callable, Coroutine, Dict
 
 from navro_adapters import build_token_request
 from navro_adapters.sandbox import Sandbox
@@ -171,7 +171,9 @@ def run_stack(spec: StackSpec, config: BenchConfig, sandbox: Sandbox) -> Dict[st
             await driver.aclose()
             sandbox.set_token_ttl(config.long_ttl)
 
-    def run_async(make: Callable[..., Awaitable[Dict[str, Any]]], *args: Any) -> Dict[str, Any]:
+    def run_async(
+        make: Callable[..., Coroutine[Any, Any, Dict[str, Any]]], *args: Any
+    ) -> Dict[str, Any]:
         return asyncio.run(make(*args))
 
     plan = [("overhead", None), ("cold", config.long_ttl), ("contention", config.contention_ttl)]

@@ -11,7 +11,7 @@ import asyncio
 import importlib.util
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from .credentials import Credentials
 from .errors import NavroAuthError
@@ -64,18 +64,27 @@ def _run_requests(source: Source, url: str, count: int) -> List[int]:
         return _threads(lambda: session.get(url, timeout=10).status_code, count)
 
 
-def _run_httpx(source: Source, url: str, count: int) -> List[int]:
-    from .httpx import NavroAuth, httpx_module
+def _httpx_module() -> Any:
+    """httpx, or its successor httpx2 when only that is installed (same API)."""
+    try:
+        import httpx
+    except ImportError:
+        import httpx2 as httpx  # type: ignore[import-not-found,no-redef,unused-ignore]
+    return httpx
 
-    httpx = httpx_module()
+
+def _run_httpx(source: Source, url: str, count: int) -> List[int]:
+    from .httpx import NavroAuth
+
+    httpx = _httpx_module()
     with httpx.Client(auth=NavroAuth(source)) as client:
         return _threads(lambda: client.get(url).status_code, count)
 
 
 def _run_httpx_async(source: Source, url: str, count: int) -> List[int]:
-    from .httpx import NavroAuth, httpx_module
+    from .httpx import NavroAuth
 
-    httpx = httpx_module()
+    httpx = _httpx_module()
 
     async def main() -> List[int]:
         async with httpx.AsyncClient(auth=NavroAuth(source)) as client:

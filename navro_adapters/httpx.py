@@ -295,9 +295,11 @@ class NavroAuth(_AuthBase):
         token = provider.get_token(transport=transport)
         self._apply(request, token)
         response = yield request
-        if response.status_code != _UNAUTHORIZED or not self._may_resend(request, response):
+        if response.status_code != _UNAUTHORIZED or not self._refused_our_token(request, response):
             return
-        provider.invalidate(token)
+        provider.invalidate(token)  # even if we cannot resend: the next request gets a new one
+        if not self._replayable(request):
+            return  # a generator body is consumed: return the 401 rather than fail
         token = provider.get_token(transport=transport)
         compat.replace_authorization(request, token.authorization)
         yield request
@@ -314,9 +316,11 @@ class NavroAuth(_AuthBase):
         token = provider.fresh_token() or await provider.aget_token(transport=transport)
         self._apply(request, token)
         response = yield request
-        if response.status_code != _UNAUTHORIZED or not self._may_resend(request, response):
+        if response.status_code != _UNAUTHORIZED or not self._refused_our_token(request, response):
             return
-        provider.invalidate(token)
+        provider.invalidate(token)  # even if we cannot resend: the next request gets a new one
+        if not self._replayable(request):
+            return  # a generator body is consumed: return the 401 rather than fail
         token = await provider.aget_token(transport=transport)
         compat.replace_authorization(request, token.authorization)
         yield request
@@ -345,15 +349,16 @@ class NavroAuth(_AuthBase):
             self._last = last
         compat.set_auth_headers(request, token.authorization, last[1])
 
-    def _may_resend(self, request: httpx.Request, response: httpx.Response) -> bool:
-        """Whether a 401 means our token was refused and the same request can go out again."""
-        flavour = compat.FLAVOUR_BY_REQUEST.get(request.__class__)
-        streams = flavour.replayable_streams if flavour else ()
-        if not isinstance(request.stream, streams):
-            return False  # a generator body is consumed: return the 401 rather than fail
+    def _refused_our_token(self, request: httpx.Request, response: httpx.Response) -> bool:
+        """Whether a 401 answered our token (not another origin reached by a redirect)."""
         answered = response.request
-        # After a redirect the 401 may come from elsewhere, which says nothing of our token.
         return answered is request or self._in_scope(answered.url)
+
+    @staticmethod
+    def _replayable(request: httpx.Request) -> bool:
+        """Whether the request body can be sent again (held in memory, not a generator)."""
+        flavour = compat.FLAVOUR_BY_REQUEST.get(request.__class__)
+        return flavour is not None and isinstance(request.stream, flavour.replayable_streams)
 
     def close(self) -> None:
         """Close the private sync clients this adapter created (idempotent)."""

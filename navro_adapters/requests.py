@@ -187,11 +187,15 @@ class NavroAuth(AuthBase):
         authorization = sent.headers.get("Authorization")
         if not authorization or not authorization.startswith(_BEARER):
             return r  # not carrying our token (stripped on a cross-origin redirect): not ours
+        # Invalidate exactly what was sent: a late 401 never throws away a newer token. Done
+        # even when we cannot resend, so the caller's next request carries a new token.
+        self.provider.invalidate(authorization[len(_BEARER) :])
         body: object = sent.body
         if body is not None and not isinstance(body, _REPLAYABLE_BODIES):
             return r  # the stream was consumed by the first send
-        # Invalidate exactly what was sent: a late 401 never throws away a newer token.
-        self.provider.invalidate(authorization[len(_BEARER) :])
+        connection = getattr(r, "connection", None)
+        if connection is None:
+            return r  # a connection adapter that does not say how to resend (not HTTPAdapter)
         token = self.provider.get_token()
 
         # Read and release the first response so the resend can reuse its connection.
@@ -208,7 +212,7 @@ class NavroAuth(AuthBase):
         if jar is not None:
             _extract_cookies_to_jar(jar, sent, r.raw)
             retry.prepare_cookies(jar)
-        second = r.connection.send(retry, **kwargs)
+        second: requests.Response = connection.send(retry, **kwargs)
         second.history.append(r)
         second.request = retry
         return second

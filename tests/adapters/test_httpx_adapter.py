@@ -347,6 +347,8 @@ def test_generator_body_is_not_resent(mod: Any) -> None:
     response = client.post(f"{BASE}/v1/ping", content=body())
     assert response.status_code == 401
     assert len(fake.api_requests) == 2  # the warm-up and the single streaming attempt
+    assert auth.provider.stats.invalidations == 1  # so the next request carries a new token
+    assert client.get(f"{BASE}/v1/ping").json() == {"token": "tok-2"}
 
 
 def test_401_from_another_origin_after_a_redirect_is_not_ours(mod: Any) -> None:

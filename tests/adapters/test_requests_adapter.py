@@ -232,6 +232,10 @@ def test_generator_body_is_not_resent(sandbox: Sandbox, session: requests.Sessio
     response = session.post(ping(sandbox), data=body())
     assert response.status_code == 401
     assert sandbox.stats().api_requests == 2
+    # the refused token was still invalidated: the next request goes out with a new one
+    assert session.get(ping(sandbox)).status_code == 200
+    assert sandbox.stats().api_401s == 1
+    assert sandbox.stats().token_requests == 2
 
 
 def test_file_body_is_not_resent(sandbox: Sandbox, session: requests.Session) -> None:
