@@ -49,12 +49,13 @@ class BenchConfig:
     def quick_config(cls) -> BenchConfig:
         """A reduced run for smoke tests: same scenarios, smaller and shorter."""
         return cls(
+            token_latency=0.020,
             threads=10,
             tasks=20,
-            contention_ttl=0.6,
+            contention_ttl=0.5,
             rotation_window=0.1,
             bin_seconds=0.05,
-            contention_duration=1.0,
+            contention_duration=0.8,
             storm_requests=20,
             storm_delay=0.3,
             storm_grace=2.0,
