@@ -218,6 +218,32 @@ def _wrap(action: Action, exc: Exception) -> NavroAuthError:
     return TransportError(f"token request failed: {what}")
 
 
+class _Runner:
+    """Feeds a flow the outcome of each action it yielded; shared by both drivers."""
+
+    __slots__ = ("_flow", "token")
+
+    def __init__(self, flow: Flow) -> None:
+        self._flow = flow
+        self.token: Optional[Token] = None
+
+    def next_action(self, value: Any, error: Optional[NavroAuthError]) -> Optional[Action]:
+        """The flow's next action, or ``None`` once it has returned its token."""
+        try:
+            return self._flow.throw(error) if error is not None else self._flow.send(value)
+        except StopIteration as stop:
+            self.token = stop.value
+            return None
+
+
+def _as_error(action: Action, exc: Exception) -> NavroAuthError:
+    if isinstance(exc, NavroAuthError):
+        return exc
+    error = _wrap(action, exc)
+    error.__cause__ = exc
+    return error
+
+
 def drive_sync(
     flow: Flow,
     transport: SyncTransport,
@@ -225,65 +251,52 @@ def drive_sync(
     sleep: Callable[[float], None],
 ) -> Token:
     """Run a flow on the calling thread."""
+    runner = _Runner(flow)
     value: Any = None
     error: Optional[NavroAuthError] = None
-    while True:
-        try:
-            action = flow.throw(error) if error is not None else flow.send(value)
-        except StopIteration as stop:
-            token: Token = stop.value
-            return token
+    while (action := runner.next_action(value, error)) is not None:
         value, error = None, None
         try:
             if isinstance(action, Send):
-                value = transport(action.request, timeout=action.timeout)
-                _check_response(value)
+                value = _checked(transport(action.request, timeout=action.timeout))
             elif isinstance(action, Sleep):
                 sleep(action.seconds)
             else:
                 assert store is not None
                 value = getattr(store, action.method)(*action.args)
-        except NavroAuthError as exc:
-            error = exc
         except Exception as exc:
-            error = _wrap(action, exc)
-            error.__cause__ = exc
+            error = _as_error(action, exc)
+    assert runner.token is not None
+    return runner.token
 
 
 async def drive_async(flow: Flow, transport: AsyncTransport, store: Optional[TokenStore]) -> Token:
     """Run a flow on the running event loop; nothing here blocks it."""
+    runner = _Runner(flow)
     value: Any = None
     error: Optional[NavroAuthError] = None
-    while True:
-        try:
-            action = flow.throw(error) if error is not None else flow.send(value)
-        except StopIteration as stop:
-            token: Token = stop.value
-            return token
+    while (action := runner.next_action(value, error)) is not None:
         value, error = None, None
         try:
             if isinstance(action, Send):
                 # wait_for makes the per-attempt timeout a hard bound whatever the transport does.
-                value = await asyncio.wait_for(
-                    transport(action.request, timeout=action.timeout), action.timeout
-                )
-                _check_response(value)
+                sent = transport(action.request, timeout=action.timeout)
+                value = _checked(await asyncio.wait_for(sent, action.timeout))
             elif isinstance(action, Sleep):
                 await asyncio.sleep(action.seconds)
             else:
                 assert store is not None
-                value = await asyncio.wait_for(
-                    getattr(store, "a" + action.method)(*action.args), STORE_CALL_TIMEOUT
-                )
-        except NavroAuthError as exc:
-            error = exc
+                call = getattr(store, "a" + action.method)(*action.args)
+                value = await asyncio.wait_for(call, STORE_CALL_TIMEOUT)
         except Exception as exc:
-            error = _wrap(action, exc)
-            error.__cause__ = exc
+            error = _as_error(action, exc)
+    assert runner.token is not None
+    return runner.token
 
 
-def _check_response(value: object) -> None:
+def _checked(value: object) -> TransportResponse:
     if not isinstance(value, TransportResponse):
         raise TransportError(
             f"transport returned {type(value).__name__}, not a TransportResponse", retryable=False
         )
+    return value

@@ -408,7 +408,9 @@ class TokenProvider:
 
     async def _run_flight_async(self, flight: _Flight, transport: AsyncTransport) -> None:
         try:
-            token = await drive_async(acquisition_flow(self._context(refresh=flight.refresh)), transport, self.store)
+            token = await drive_async(
+                acquisition_flow(self._context(refresh=flight.refresh)), transport, self.store
+            )
         except NavroAuthError as exc:
             self._complete(flight, _Outcome(error=exc))
         except BaseException:
