@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 __all__ = [
     "README_BEGIN",
+    "attach_causes",
     "README_END",
     "plot_latency",
     "readme_section",
@@ -170,13 +171,32 @@ def overhead_table(stacks: Sequence[Dict[str, Any]]) -> List[str]:
 
 
 def targets_table(targets: Sequence[Dict[str, str]]) -> List[str]:
-    lines = ["| stack | target | measured | result |", "|---|---|---|---|"]
+    with_causes = any(target.get("cause") for target in targets)
+    header = "| stack | target | measured | result |" + (" cause found |" if with_causes else "")
+    lines = [header, "|---|---|---|---|" + ("---|" if with_causes else "")]
     for target in targets:
         result = target["result"] if target["result"] == "PASS" else f"**{target['result']}**"
-        lines.append(
-            f"| {target['stack']} | {target['target']} | {target['measured']} | {result} |"
-        )
+        line = f"| {target['stack']} | {target['target']} | {target['measured']} | {result} |"
+        if with_causes:
+            line += f" {target.get('cause', '')} |"
+        lines.append(line)
     return lines
+
+
+def attach_causes(targets: List[Dict[str, str]], causes: Dict[str, str]) -> None:
+    """Add the investigated cause to each MISS whose ``"stack|target prefix"`` key matches.
+
+    ``causes`` comes from ``causes.json`` in the results directory, written by whoever
+    investigated the misses of a run, so the table says why and not only what.
+    """
+    for target in targets:
+        if target["result"] == "PASS":
+            continue
+        for key, cause in causes.items():
+            stack, _, prefix = key.partition("|")
+            if target["stack"] == stack and target["target"].startswith(prefix):
+                target["cause"] = cause
+                break
 
 
 def fleet_table(fleet: Dict[str, Any]) -> List[str]:

@@ -11,6 +11,9 @@ writes, under ``--results-dir`` (default ``benchmarks/results``):
 * ``results.md``: the full report; ``README-table.md``: the section for README.md;
 * ``latency.png``: latency over time during expiry contention, rotations marked.
 
+A ``causes.json`` already in that directory (``{"stack|target prefix": "cause"}``, written by
+whoever investigated a run's misses) is joined to the matching MISS rows of the tables.
+
 ``--update-readme`` also rewrites README.md between ``<!-- bench-table -->`` and
 ``<!-- /bench-table -->`` (and only there) when both markers are present.
 """
@@ -34,7 +37,13 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from .analysis import analyse_contention
 from .config import BenchConfig
-from .report import plot_latency, readme_section, render_markdown, update_readme
+from .report import (
+    attach_causes,
+    plot_latency,
+    readme_section,
+    render_markdown,
+    update_readme,
+)
 from .stacks import STACKS, StackSpec, missing_modules
 from .targets import evaluate
 
@@ -42,6 +51,7 @@ __all__ = ["main", "run"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RESULTS_DIR = PROJECT_ROOT / "benchmarks" / "results"
+CAUSES_FILE = "causes.json"  # {"stack|target prefix": cause}: investigated causes of misses
 STDERR_KEPT = 1500  # characters of a failed worker's stderr kept in the results
 FLEET_STORES = ("none", "file")  # redis needs a server binary: opt in with --fleet-redis
 FLEET_PROCESSES = 4
@@ -258,6 +268,9 @@ def run(
         fleet = _run_fleet(config, fleet_stores)
     meta["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     targets = [target.to_dict() for target in evaluate(stacks)]
+    causes_file = results_dir / CAUSES_FILE
+    if causes_file.exists():
+        attach_causes(targets, json.loads(causes_file.read_text(encoding="utf-8")))
     document: Dict[str, Any] = _json_safe(
         {
             "config": config.to_dict(),

@@ -41,26 +41,24 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import functools
 import importlib
 import threading
 import weakref
 from typing import (
     Any,
-    AsyncGenerator,
     Callable,
+    ClassVar,
     Dict,
-    Generator,
     Iterable,
     Mapping,
     Optional,
     Tuple,
+    Type,
     Union,
 )
 
 try:
     import requests
-    import requests.auth
     from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuth2Client
     from authlib.integrations.requests_client import OAuth2Session
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess by the tests
@@ -69,12 +67,13 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
         "pip install 'navro-adapters[authlib]'"
     ) from exc
 
-from ._adapter import API_VERSION_HEADER, AUTHORIZATION, AdapterCore, AuthSource
-from ._log import logger
+from ._adapter import AUTHORIZATION, AdapterCore, AuthSource
 from .credentials import Credentials
 from .errors import ConfigurationError, TokenTimeoutError, TransportError
-from .protocol import API_VERSION, TokenRequest, TransportResponse
+from .httpx import NavroAuth as _HttpxNavroAuth
+from .protocol import TokenRequest, TransportResponse
 from .provider import TokenProvider
+from .requests import NavroAuth as _RequestsNavroAuth
 from .token import Token
 
 __all__ = [
@@ -90,7 +89,6 @@ __all__ = [
 GRANT_TYPE = "client_credentials"
 SCOPE = "openid"  # per Navro's document
 TOKEN_ENDPOINT_AUTH_METHOD = "client_secret_basic"  # HTTP Basic, per Navro's document
-_UNAUTHORIZED = 401
 
 #: Constructor arguments the factories set from the Credentials; passing them is an error.
 RESERVED_KWARGS = frozenset(
@@ -246,13 +244,21 @@ def _token_dict(token: Token) -> Dict[str, Any]:
 
 
 class _Binding:
-    """One client's token source: its AdapterCore plus the per-call transports it passes.
+    """One client's token source, and the client's Authlib state kept in step with it.
 
     Every token lookup goes through the provider (lock-free when the token is fresh); the
     client's Authlib state (``token``, ``leeway``) is updated only when the token changes.
     """
 
-    __slots__ = ("async_transport", "client", "core", "provider", "sync_transport", "synced")
+    __slots__ = (
+        "async_transport",
+        "client",
+        "core",
+        "extra_origins",
+        "provider",
+        "sync_transport",
+        "synced",
+    )
 
     def __init__(
         self,
@@ -265,6 +271,7 @@ class _Binding:
         async_fetch: Optional[Callable[..., Any]],
     ) -> None:
         self.client = client
+        self.extra_origins = tuple(extra_origins)
         self.sync_transport: Any = None
         self.async_transport: Any = None
         if isinstance(source, Credentials) and shared:
@@ -275,23 +282,32 @@ class _Binding:
         def make_provider(credentials: Credentials) -> TokenProvider:
             return TokenProvider(credentials, transport=sync_fetch, async_transport=async_fetch)
 
-        self.core = AdapterCore(source, extra_origins=extra_origins, make_provider=make_provider)
+        self.core = AdapterCore(
+            source, extra_origins=self.extra_origins, make_provider=make_provider
+        )
         self.provider = self.core.provider
         self.synced: Optional[Token] = None
 
     def token(self) -> Token:
+        """A valid token (fetched with this client if need be), mirrored into the client."""
         token = self.provider.get_token(transport=self.sync_transport)
         if token is not self.synced:
             self._sync(token)
         return token
 
     async def atoken(self) -> Token:
+        """:meth:`token` for the async client."""
         token = self.provider.fresh_token() or await self.provider.aget_token(
             transport=self.async_transport
         )
         if token is not self.synced:
             self._sync(token)
         return token
+
+    def observe(self, token: Token) -> None:
+        """Mirror a token the client's adapter started attaching."""
+        if token is not self.synced:
+            self._sync(token)
 
     def _sync(self, token: Token) -> None:
         self.synced = token
@@ -306,6 +322,19 @@ class _Binding:
         synced, current = self.synced, self.provider.token
         return any(t is not None and t.authorization == authorization for t in (synced, current))
 
+    def strip_foreign(self, headers: Any, url: Optional[str]) -> None:
+        """Remove our token from a redirect hop to a URL it must not reach.
+
+        requests and httpx both keep ``Authorization`` on an http -> https redirect to the same
+        host; the adapters cannot see redirect hops, so the clients call this for each one.
+        """
+        if (
+            url is not None
+            and self.owns(headers.get(AUTHORIZATION))
+            and not self.core.applies_to(url)
+        ):
+            del headers[AUTHORIZATION]
+
     def describe(self, name: str) -> str:
         token = self.synced
         shown = token.fingerprint if token is not None else None
@@ -313,6 +342,29 @@ class _Binding:
             f"{name}(client_id={self.core.credentials.client_id!r}, token={shown!r}, "
             f"scope={self.core.scope!r})"
         )
+
+
+class _RequestsBearer(_RequestsNavroAuth):
+    """The requests adapter (scope, headers, the 401 resend), taking its tokens through a
+    session's binding: the session's ``token`` follows them and, in shared mode, the fetches
+    it triggers use the session's own ``fetch_token``."""
+
+    def __init__(self, binding: _Binding) -> None:
+        super().__init__(binding.provider, extra_origins=binding.extra_origins)
+        self._get_token = binding.token
+
+
+class _HttpxBearer(_HttpxNavroAuth):
+    """The httpx adapter (scope, headers, the 401 resend), mirroring each new token into the
+    client and, in shared mode, fetching with the client's own ``fetch_token``."""
+
+    def __init__(self, binding: _Binding) -> None:
+        super().__init__(binding.provider, extra_origins=binding.extra_origins)
+        self._binding = binding
+        self._send_token_requests_through(binding.sync_transport, binding.async_transport)
+
+    def _on_new_token(self, token: Token) -> None:
+        self._binding.observe(token)
 
 
 def _check_kwargs(kwargs: Mapping[str, Any]) -> None:
@@ -342,67 +394,26 @@ def _authlib_config(source: object) -> Dict[str, Any]:
     }
 
 
-def _set_api_headers(headers: Any, token: Token) -> None:
-    headers[AUTHORIZATION] = token.authorization
-    if API_VERSION_HEADER not in headers:  # the caller's X-API-Version wins
-        headers[API_VERSION_HEADER] = API_VERSION
+def _is_default(auth: Any) -> bool:
+    # Authlib treats both as "the client's own token" (older releases used None).
+    return auth is None or auth is _USE_CLIENT_DEFAULT
 
 
-# -- requests: OAuth2Session -------------------------------------------------------------------
+class _NavroClient:
+    """What the three Navro-configured Authlib clients share.
 
+    Listed before the Authlib class in their bases, so these methods wrap Authlib's: the
+    arguments are checked before an instance exists, Authlib is configured from the
+    Credentials, the client gets its :class:`_Binding` and the auth that attaches its tokens.
+    """
 
-def _replayable_body(body: object) -> bool:
-    """Whether a prepared body can be sent again (a generator or file object is one-shot)."""
-    return body is None or isinstance(body, (bytes, str))
-
-
-class _RequestsBearer(requests.auth.AuthBase):
-    """Attaches the token to in-scope requests; on a 401, resends once with a new token."""
-
-    def __init__(self, binding: _Binding) -> None:
-        self._binding = binding
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        binding = self._binding
-        if request.url is None or not binding.core.applies_to(request.url):
-            return request
-        token = binding.token()
-        _set_api_headers(request.headers, token)
-        hook = functools.partial(self._after_response, token)
-        request.register_hook("response", hook)  # type: ignore[no-untyped-call,unused-ignore]
-        return request
-
-    def _after_response(
-        self, sent: Token, response: requests.Response, **send_kwargs: Any
-    ) -> requests.Response:
-        request = response.request
-        # Session.send runs this hook for redirect hops too: act only on the request we signed.
-        if (
-            response.status_code != _UNAUTHORIZED
-            or request.headers.get(AUTHORIZATION) != sent.authorization
-        ):
-            return response
-        binding = self._binding
-        binding.provider.invalidate(sent)
-        if not _replayable_body(request.body):
-            logger.debug("401 for token %s; one-shot body, not resent", sent.fingerprint)
-            return response
-        response.content  # noqa: B018 - read to the end so the connection is reused
-        response.close()
-        token = binding.token()
-        logger.debug("API answered 401 for token %s; resending once", sent.fingerprint)
-        retry = request.copy()
-        retry.headers[AUTHORIZATION] = token.authorization
-        # Straight to the adapter, as requests' digest auth does: hooks do not run again, so
-        # there is no second resend.
-        second: requests.Response = response.connection.send(retry, **send_kwargs)
-        second.history.append(response)
-        second.request = retry
-        return second
-
-
-class NavroOAuth2Session(OAuth2Session):  # type: ignore[misc,unused-ignore]
-    """Authlib's requests ``OAuth2Session`` for Navro; build it with :func:`oauth2_session`."""
+    #: The auth this client attaches tokens with, built on its binding.
+    _navro_auth_type: ClassVar[Union[Type[_RequestsBearer], Type[_HttpxBearer]]]
+    #: Whether ``_navro_fetch`` is a coroutine function (the async client's is).
+    _navro_fetches_async: ClassVar[bool] = False
+    #: The client's token request through Authlib's ``fetch_token`` (a token transport).
+    _navro_fetch: Callable[..., Any]
+    register_compliance_hook: Callable[..., None]  # Authlib's
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         # Validate before an instance exists: Authlib's __del__ fails on a half-built client.
@@ -422,31 +433,50 @@ class NavroOAuth2Session(OAuth2Session):  # type: ignore[misc,unused-ignore]
     ) -> None:
         super().__init__(**_authlib_config(source), **kwargs)
         self.register_compliance_hook("access_token_response", _capture_token_response)
+        fetch = self._navro_fetch
         self._navro = _Binding(
             self,
             source,
             shared=shared,
             extra_origins=extra_origins,
-            sync_fetch=self._navro_fetch,
-            async_fetch=None,
+            sync_fetch=None if self._navro_fetches_async else fetch,
+            async_fetch=fetch if self._navro_fetches_async else None,
         )
-        self._navro_auth = _RequestsBearer(self._navro)
+        self._navro_auth = self._navro_auth_type(self._navro)
+
+    def _navro_auth_or(self, auth: Any, withhold_token: bool) -> Any:
+        """The auth for one request: ours, unless the caller withheld the token or chose one."""
+        return self._navro_auth if not withhold_token and _is_default(auth) else auth
+
+    @property
+    def navro_provider(self) -> TokenProvider:
+        """The token provider this client draws from."""
+        return self._navro.provider
+
+    def __repr__(self) -> str:
+        return self._navro.describe(type(self).__name__)
+
+
+# -- requests: OAuth2Session -------------------------------------------------------------------
+
+
+class NavroOAuth2Session(_NavroClient, OAuth2Session):  # type: ignore[misc,unused-ignore]
+    """Authlib's requests ``OAuth2Session`` for Navro; build it with :func:`oauth2_session`."""
+
+    _navro_auth_type = _RequestsBearer
 
     def _navro_fetch(self, request: TokenRequest, *, timeout: float) -> TransportResponse:
         return _fetch_sync(self, "allow_redirects", request, timeout)
 
-    @property
-    def navro_provider(self) -> TokenProvider:
-        """The token provider this session draws from."""
-        return self._navro.provider
-
     def request(  # type: ignore[override,unused-ignore]
         self, method: str, url: Any, withhold_token: bool = False, auth: Any = None, **kwargs: Any
     ) -> requests.Response:
-        if not withhold_token and auth is None:
-            auth = self._navro_auth
         response: requests.Response = super().request(
-            method, url, withhold_token=withhold_token, auth=auth, **kwargs
+            method,
+            url,
+            withhold_token=withhold_token,
+            auth=self._navro_auth_or(auth, withhold_token),
+            **kwargs,
         )
         return response
 
@@ -458,77 +488,11 @@ class NavroOAuth2Session(OAuth2Session):  # type: ignore[misc,unused-ignore]
     def rebuild_auth(
         self, prepared_request: requests.PreparedRequest, response: requests.Response
     ) -> None:
-        # requests keeps Authorization on an http -> https redirect to the same host; our
-        # token still never leaves its origins.
         super().rebuild_auth(prepared_request, response)
-        url = prepared_request.url
-        if (
-            url is not None
-            and self._navro.owns(prepared_request.headers.get(AUTHORIZATION))
-            and not self._navro.core.applies_to(url)
-        ):
-            del prepared_request.headers[AUTHORIZATION]
-
-    def __repr__(self) -> str:
-        return self._navro.describe(type(self).__name__)
+        self._navro.strip_foreign(prepared_request.headers, prepared_request.url)
 
 
 # -- httpx: OAuth2Client and AsyncOAuth2Client --------------------------------------------------
-
-
-def _replayable(request: Any) -> bool:
-    """Whether an httpx request's body is in memory (a generator or stream is one-shot)."""
-    try:
-        request.content  # noqa: B018 - raises RequestNotRead for a streaming body
-    except _httpx.RequestNotRead:
-        return False
-    return True
-
-
-class _HttpxBearer(_httpx.Auth):  # type: ignore[misc]
-    """httpx Auth flow: attach the token in scope; on a 401, resend once with a new token."""
-
-    def __init__(self, binding: _Binding) -> None:
-        self._binding = binding
-
-    def sync_auth_flow(self, request: Any) -> Generator[Any, Any, None]:
-        binding = self._binding
-        if not binding.core.applies_to(str(request.url)):
-            yield request
-            return
-        sent = binding.token()
-        _set_api_headers(request.headers, sent)
-        response = yield request
-        if response.status_code != _UNAUTHORIZED:
-            return
-        binding.provider.invalidate(sent)
-        if not _replayable(request):
-            return
-        token = binding.token()
-        request.headers[AUTHORIZATION] = token.authorization
-        yield request
-
-    async def async_auth_flow(self, request: Any) -> AsyncGenerator[Any, Any]:
-        binding = self._binding
-        if not binding.core.applies_to(str(request.url)):
-            yield request
-            return
-        sent = await binding.atoken()
-        _set_api_headers(request.headers, sent)
-        response = yield request
-        if response.status_code != _UNAUTHORIZED:
-            return
-        binding.provider.invalidate(sent)
-        if not _replayable(request):
-            return
-        token = await binding.atoken()
-        request.headers[AUTHORIZATION] = token.authorization
-        yield request
-
-
-def _is_default(auth: Any) -> bool:
-    # Authlib treats both as "the client's own token" (older releases used None).
-    return auth is None or auth is _USE_CLIENT_DEFAULT
 
 
 def _add_request_hook(client: Any, hook: Callable[..., Any]) -> None:
@@ -537,152 +501,92 @@ def _add_request_hook(client: Any, hook: Callable[..., Any]) -> None:
     client.event_hooks = hooks
 
 
-class NavroOAuth2Client(OAuth2Client):  # type: ignore[misc,unused-ignore]
+class _NavroHttpxClient(_NavroClient):
+    """What the two httpx clients add: the httpx adapter, a request hook (run for every
+    redirect hop) that strips our token from foreign hops, and ``stream()`` with our auth."""
+
+    _navro_auth_type = _HttpxBearer
+    #: httpx's ``Client`` or ``AsyncClient``, whose own ``stream()`` is used.
+    _navro_httpx_type: ClassVar[Any]
+    #: Removes our token from a request to a foreign origin (sync or async, as httpx needs).
+    _navro_strip_foreign: Callable[[Any], Any]
+
+    def __init__(self, source: AuthSource, **kwargs: Any) -> None:
+        super().__init__(source, **kwargs)
+        _add_request_hook(self, self._navro_strip_foreign)
+
+    def stream(
+        self,
+        method: str,
+        url: Any,
+        withhold_token: bool = False,
+        auth: Any = _USE_CLIENT_DEFAULT,
+        **kwargs: Any,
+    ) -> Any:
+        # httpx's own stream (an async context manager for the async client): Authlib's
+        # override, where there is one, adds nothing here.
+        return self._navro_httpx_type.stream(
+            self, method, url, auth=self._navro_auth_or(auth, withhold_token), **kwargs
+        )
+
+
+class NavroOAuth2Client(_NavroHttpxClient, OAuth2Client):  # type: ignore[misc,unused-ignore]
     """Authlib's httpx ``OAuth2Client`` for Navro; build it with :func:`oauth2_client`."""
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
-        # Validate before an instance exists: Authlib's __del__ fails on a half-built client.
-        # (No arguments at all is copy/pickle re-creating an instance: nothing to check.)
-        if args or kwargs:
-            _check_kwargs(kwargs)
-            _authlib_config(args[0] if args else kwargs.get("source"))
-        return super().__new__(cls)
-
-    def __init__(
-        self,
-        source: AuthSource,
-        *,
-        shared: bool = False,
-        extra_origins: Iterable[str] = (),
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**_authlib_config(source), **kwargs)
-        self.register_compliance_hook("access_token_response", _capture_token_response)
-        self._navro = _Binding(
-            self,
-            source,
-            shared=shared,
-            extra_origins=extra_origins,
-            sync_fetch=self._navro_fetch,
-            async_fetch=None,
-        )
-        self._navro_auth = _HttpxBearer(self._navro)
-        _add_request_hook(self, self._navro_strip_foreign)
+    _navro_httpx_type = _HttpxSyncClient
 
     def _navro_fetch(self, request: TokenRequest, *, timeout: float) -> TransportResponse:
         return _fetch_sync(self, "follow_redirects", request, timeout)
 
     def _navro_strip_foreign(self, request: Any) -> None:
-        # Runs for every redirect hop: httpx keeps Authorization on an http -> https hop.
-        if self._navro.owns(request.headers.get(AUTHORIZATION)) and not self._navro.core.applies_to(
-            str(request.url)
-        ):
-            del request.headers[AUTHORIZATION]
-
-    @property
-    def navro_provider(self) -> TokenProvider:
-        """The token provider this client draws from."""
-        return self._navro.provider
+        self._navro.strip_foreign(request.headers, str(request.url))
 
     def request(
-        self, method: str, url: Any, withhold_token: bool = False, auth: Any = _USE_CLIENT_DEFAULT,
+        self,
+        method: str,
+        url: Any,
+        withhold_token: bool = False,
+        auth: Any = _USE_CLIENT_DEFAULT,
         **kwargs: Any,
     ) -> Any:
-        if not withhold_token and _is_default(auth):
-            auth = self._navro_auth
+        auth = self._navro_auth_or(auth, withhold_token)
         return super().request(method, url, withhold_token=withhold_token, auth=auth, **kwargs)
-
-    def stream(
-        self, method: str, url: Any, withhold_token: bool = False, auth: Any = _USE_CLIENT_DEFAULT,
-        **kwargs: Any,
-    ) -> Any:
-        if not withhold_token and _is_default(auth):
-            auth = self._navro_auth
-        # httpx's own stream: Authlib's override (where there is one) adds nothing here.
-        return _HttpxSyncClient.stream(self, method, url, auth=auth, **kwargs)
 
     def ensure_active_token(self, token: Any = None) -> bool:
         """Make sure ``self.token`` is a valid token (fetching one if needed)."""
         self._navro.token()
         return True
 
-    def __repr__(self) -> str:
-        return self._navro.describe(type(self).__name__)
 
-
-class NavroAsyncOAuth2Client(AsyncOAuth2Client):  # type: ignore[misc,unused-ignore]
+class NavroAsyncOAuth2Client(_NavroHttpxClient, AsyncOAuth2Client):  # type: ignore[misc,unused-ignore]
     """Authlib's httpx ``AsyncOAuth2Client`` for Navro; build it with
     :func:`async_oauth2_client`. Never blocks the event loop."""
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
-        # Validate before an instance exists: Authlib's __del__ fails on a half-built client.
-        # (No arguments at all is copy/pickle re-creating an instance: nothing to check.)
-        if args or kwargs:
-            _check_kwargs(kwargs)
-            _authlib_config(args[0] if args else kwargs.get("source"))
-        return super().__new__(cls)
-
-    def __init__(
-        self,
-        source: AuthSource,
-        *,
-        shared: bool = False,
-        extra_origins: Iterable[str] = (),
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**_authlib_config(source), **kwargs)
-        self.register_compliance_hook("access_token_response", _capture_token_response)
-        self._navro = _Binding(
-            self,
-            source,
-            shared=shared,
-            extra_origins=extra_origins,
-            sync_fetch=None,
-            async_fetch=self._navro_fetch,
-        )
-        self._navro_auth = _HttpxBearer(self._navro)
-        _add_request_hook(self, self._navro_strip_foreign)
+    _navro_fetches_async = True
+    _navro_httpx_type = _HttpxAsyncClient
 
     async def _navro_fetch(self, request: TokenRequest, *, timeout: float) -> TransportResponse:
         return await _fetch_async(self, request, timeout)
 
     async def _navro_strip_foreign(self, request: Any) -> None:
-        # Runs for every redirect hop: httpx keeps Authorization on an http -> https hop.
-        if self._navro.owns(request.headers.get(AUTHORIZATION)) and not self._navro.core.applies_to(
-            str(request.url)
-        ):
-            del request.headers[AUTHORIZATION]
-
-    @property
-    def navro_provider(self) -> TokenProvider:
-        """The token provider this client draws from."""
-        return self._navro.provider
+        self._navro.strip_foreign(request.headers, str(request.url))
 
     async def request(
-        self, method: str, url: Any, withhold_token: bool = False, auth: Any = _USE_CLIENT_DEFAULT,
+        self,
+        method: str,
+        url: Any,
+        withhold_token: bool = False,
+        auth: Any = _USE_CLIENT_DEFAULT,
         **kwargs: Any,
     ) -> Any:
-        if not withhold_token and _is_default(auth):
-            auth = self._navro_auth
+        auth = self._navro_auth_or(auth, withhold_token)
         return await super().request(
             method, url, withhold_token=withhold_token, auth=auth, **kwargs
         )
 
-    def stream(
-        self, method: str, url: Any, withhold_token: bool = False, auth: Any = _USE_CLIENT_DEFAULT,
-        **kwargs: Any,
-    ) -> Any:
-        if not withhold_token and _is_default(auth):
-            auth = self._navro_auth
-        # httpx's own stream (an async context manager); Authlib's override adds nothing here.
-        return _HttpxAsyncClient.stream(self, method, url, auth=auth, **kwargs)
-
     async def ensure_active_token(self, token: Any = None) -> None:
         """Make sure ``self.token`` is a valid token (fetching one if needed)."""
         await self._navro.atoken()
-
-    def __repr__(self) -> str:
-        return self._navro.describe(type(self).__name__)
 
 
 # -- the factories ---------------------------------------------------------------------------------

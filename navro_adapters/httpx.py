@@ -42,6 +42,7 @@ from typing import (
 
 from . import _httpx_compat as compat
 from ._adapter import AdapterCore, AuthSource
+from ._log import logger
 from .credentials import Credentials
 from .errors import ConfigurationError, TokenTimeoutError, TransportError
 from .protocol import TokenRequest, TransportResponse
@@ -86,6 +87,18 @@ def _failure(exc: BaseException, module: Any) -> TransportError:
     return TransportError(f"token request failed: {type(exc).__name__}")
 
 
+def _send_options(request: TokenRequest, timeout: float) -> Dict[str, Any]:
+    """``client.request()`` options for a token request: never the client's auth (which may be
+    a :class:`NavroAuth`), never a redirect (it would carry the client secret)."""
+    return {
+        "headers": dict(request.headers),
+        "content": request.body,
+        "auth": None,
+        "follow_redirects": False,
+        "timeout": timeout,
+    }
+
+
 def _errors_of(module: Any) -> Tuple[Type[BaseException], ...]:
     # InvalidURL is not an HTTPError; OSError covers a proxy or TLS set-up failing outside httpx.
     return (module.HTTPError, module.InvalidURL, OSError)
@@ -125,13 +138,7 @@ class HttpxTransport:
         module = self._flavour.module
         try:
             response = self._get_client().request(
-                request.method,
-                request.url,
-                headers=dict(request.headers),
-                content=request.body,
-                auth=None,
-                follow_redirects=False,
-                timeout=timeout,
+                request.method, request.url, **_send_options(request, timeout)
             )
         except self._errors as exc:
             raise _failure(exc, module) from exc
@@ -196,15 +203,7 @@ class AsyncHttpxTransport:
 
     @staticmethod
     async def _send(client: Any, request: TokenRequest, timeout: float) -> Any:
-        return await client.request(
-            request.method,
-            request.url,
-            headers=dict(request.headers),
-            content=request.body,
-            auth=None,
-            follow_redirects=False,
-            timeout=timeout,
-        )
+        return await client.request(request.method, request.url, **_send_options(request, timeout))
 
     def __repr__(self) -> str:
         owner = "caller's client" if self._client is not None else "a client per token request"
@@ -295,14 +294,9 @@ class NavroAuth(_AuthBase):
         token = provider.get_token(transport=transport)
         self._apply(request, token)
         response = yield request
-        if response.status_code != _UNAUTHORIZED or not self._refused_our_token(request, response):
-            return
-        provider.invalidate(token)  # even if we cannot resend: the next request gets a new one
-        if not self._replayable(request):
-            return  # a generator body is consumed: return the 401 rather than fail
-        token = provider.get_token(transport=transport)
-        compat.replace_authorization(request, token.authorization)
-        yield request
+        if response.status_code == _UNAUTHORIZED and self._should_resend(request, response, token):
+            self._reapply(request, provider.get_token(transport=transport), token)
+            yield request
 
     async def async_auth_flow(
         self, request: httpx.Request
@@ -316,14 +310,9 @@ class NavroAuth(_AuthBase):
         token = provider.fresh_token() or await provider.aget_token(transport=transport)
         self._apply(request, token)
         response = yield request
-        if response.status_code != _UNAUTHORIZED or not self._refused_our_token(request, response):
-            return
-        provider.invalidate(token)  # even if we cannot resend: the next request gets a new one
-        if not self._replayable(request):
-            return  # a generator body is consumed: return the 401 rather than fail
-        token = await provider.aget_token(transport=transport)
-        compat.replace_authorization(request, token.authorization)
-        yield request
+        if response.status_code == _UNAUTHORIZED and self._should_resend(request, response, token):
+            self._reapply(request, await provider.aget_token(transport=transport), token)
+            yield request
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         # httpx only calls the two flows above; a direct caller gets the sync behaviour.
@@ -345,14 +334,57 @@ class NavroAuth(_AuthBase):
     def _apply(self, request: httpx.Request, token: Token) -> None:
         last = self._last
         if last[0] is not token:
-            last = (token, compat.authorization_entry(token.authorization))
-            self._last = last
+            last = self._remember(token)
         compat.set_auth_headers(request, token.authorization, last[1])
 
-    def _refused_our_token(self, request: httpx.Request, response: httpx.Response) -> bool:
-        """Whether a 401 answered our token (not another origin reached by a redirect)."""
+    def _reapply(self, request: httpx.Request, token: Token, refused: Token) -> None:
+        """Put ``token`` on a request being resent after ``refused`` drew a 401."""
+        if self._last[0] is not token:
+            self._remember(token)
+        logger.debug("API answered 401 for token %s; resending once", refused.fingerprint)
+        compat.replace_authorization(request, token.authorization)
+
+    def _remember(self, token: Token) -> Tuple[Token, Tuple[bytes, bytes, bytes]]:
+        last = (token, compat.authorization_entry(token.authorization))
+        self._last = last
+        self._on_new_token(token)
+        return last
+
+    def _on_new_token(self, token: Token) -> None:
+        """Called once for each token this adapter starts attaching (never per request).
+
+        A hook for subclasses that mirror the token elsewhere: the Authlib clients keep
+        ``client.token`` in step with it. Runs on the request's thread or event loop, so it
+        must not block.
+        """
+
+    def _send_token_requests_through(
+        self, sync: Optional[SyncTransport], async_: Optional[AsyncTransport]
+    ) -> None:
+        """Use these transports for the token requests this adapter triggers, whatever the
+        request's flavour (``None`` keeps the current choice). For subclasses that bring their
+        own, such as the Authlib clients sharing a process-wide provider."""
+        for flavour in compat.FLAVOURS:
+            if sync is not None:
+                self._sync_for[flavour.request_type] = sync
+            if async_ is not None:
+                self._async_for[flavour.request_type] = async_
+
+    def _should_resend(self, request: httpx.Request, response: httpx.Response, sent: Token) -> bool:
+        """After a 401 to ``request``: whether to resend it with a new token.
+
+        Only a 401 that answered our token (not another origin reached by a redirect) counts;
+        it invalidates ``sent`` even when the request cannot be resent, so the next request
+        gets a new token. A generator body was consumed: the 401 is returned rather than fail.
+        """
         answered = response.request
-        return answered is request or self._in_scope(answered.url)
+        if answered is not request and not self._in_scope(answered.url):
+            return False
+        self.provider.invalidate(sent)
+        if not self._replayable(request):
+            logger.debug("401 for token %s; one-shot body, not resent", sent.fingerprint)
+            return False
+        return True
 
     @staticmethod
     def _replayable(request: httpx.Request) -> bool:

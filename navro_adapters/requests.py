@@ -32,10 +32,12 @@ except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
     ) from exc
 
 from ._adapter import API_VERSION_HEADER, AdapterCore, AuthSource
+from ._log import fingerprint, logger
 from .credentials import Credentials
 from .errors import ConfigurationError, TokenTimeoutError, TransportError
 from .protocol import API_VERSION, TokenRequest, TransportResponse
 from .provider import TokenProvider
+from .token import Token
 
 __all__ = ["NavroAuth", "RequestsTransport"]
 
@@ -149,6 +151,10 @@ class NavroAuth(AuthBase):
             make_provider=lambda credentials: self._make_provider(credentials, session),
         )
         self.provider: TokenProvider = self._core.provider
+        #: Where every token this adapter attaches comes from. A plain attribute holding a
+        #: bound method, so the hot path pays one call; a subclass may rebind it to a callable
+        #: with the same contract (the Authlib session does, to keep ``client.token`` in step).
+        self._get_token: Callable[[], Token] = self.provider.get_token
         # Bound once: registering it per request then costs one list append.
         self._on_response = self._handle_401
 
@@ -165,7 +171,7 @@ class NavroAuth(AuthBase):
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
         if r.url is None or not self._core.applies_to(r.url):
             return r
-        token = self.provider.get_token()
+        token = self._get_token()
         headers = r.headers
         if _FAST_HEADERS and type(headers) is CaseInsensitiveDict:
             store = headers._store  # type: ignore[attr-defined]
@@ -189,14 +195,17 @@ class NavroAuth(AuthBase):
             return r  # not carrying our token (stripped on a cross-origin redirect): not ours
         # Invalidate exactly what was sent: a late 401 never throws away a newer token. Done
         # even when we cannot resend, so the caller's next request carries a new token.
-        self.provider.invalidate(authorization[len(_BEARER) :])
+        access_token = authorization[len(_BEARER) :]
+        self.provider.invalidate(access_token)
         body: object = sent.body
         if body is not None and not isinstance(body, _REPLAYABLE_BODIES):
+            logger.debug("401 for token %s; one-shot body, not resent", fingerprint(access_token))
             return r  # the stream was consumed by the first send
         connection = getattr(r, "connection", None)
         if connection is None:
             return r  # a connection adapter that does not say how to resend (not HTTPAdapter)
-        token = self.provider.get_token()
+        token = self._get_token()
+        logger.debug("API answered 401 for token %s; resending once", fingerprint(access_token))
 
         # Read and release the first response so the resend can reuse its connection.
         r.content  # noqa: B018

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
-from typing import Any, AsyncIterator, Iterator, List
+from typing import Any, AsyncIterator, List
 
 import pytest
 
@@ -30,23 +28,7 @@ from navro_adapters import (  # noqa: E402
 from navro_adapters.aiohttp import AiohttpTransport, NavroAuthMiddleware  # noqa: E402
 from navro_adapters.sandbox import EchoServer, Fault, Sandbox  # noqa: E402
 
-SECRET = "s3cr3t-value-never-logged"
-
-
-@pytest.fixture
-def sandbox() -> Iterator[Sandbox]:
-    with Sandbox(client_secret=SECRET) as sb:
-        yield sb
-
-
-@pytest.fixture
-def echo() -> Iterator[EchoServer]:
-    with EchoServer() as server:
-        yield server
-
-
-def ping(sandbox: Sandbox) -> str:
-    return f"{sandbox.base_url}/v1/ping"
+from .support import SECRET, assert_repr_is_safe, import_error_message, ping, recording_provider  # noqa: E402
 
 
 def navro_session(source: Any, **kwargs: Any) -> Any:
@@ -76,24 +58,11 @@ async def test_repr_shows_neither_secret_nor_token(sandbox: Sandbox) -> None:
     middleware = NavroAuthMiddleware(sandbox.credentials())
     async with aiohttp.ClientSession(middlewares=(middleware,)) as session:
         assert (await get(session, ping(sandbox)))[0] == 200
-    token = middleware.provider.token
-    assert token is not None
-    text = repr(middleware)
-    assert SECRET not in text and token.access_token not in text
-    assert token.fingerprint in text
+    assert_repr_is_safe(repr(middleware), middleware.provider.token)
 
 
 def test_import_error_names_the_extra() -> None:
-    code = (
-        "import sys; sys.modules['aiohttp'] = None\n"
-        "try:\n"
-        "    import navro_adapters.aiohttp\n"
-        "except ImportError as exc:\n"
-        "    print(exc)\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="."
-    ).stdout
+    out = import_error_message("aiohttp", "aiohttp")
     assert "pip install 'navro-adapters[aiohttp]'" in out
 
 
@@ -393,14 +362,7 @@ async def test_transport_returns_error_statuses_and_never_redirects(
 
 
 async def test_shared_provider_uses_its_own_transport(sandbox: Sandbox) -> None:
-    calls: List[str] = []
-    inner = TokenProvider(sandbox.credentials()).transport
-
-    def transport(request: TokenRequest, *, timeout: float) -> TransportResponse:
-        calls.append(request.url)
-        return inner(request, timeout=timeout)
-
-    provider = TokenProvider(sandbox.credentials(), transport=transport)
+    provider, calls = recording_provider(sandbox)
     async with aiohttp.ClientSession(middlewares=(NavroAuthMiddleware(provider),)) as s:
         assert (await get(s, ping(sandbox)))[0] == 200
     assert calls == [sandbox.token_url]

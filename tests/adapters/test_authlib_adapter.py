@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import threading
 from typing import Any, AsyncIterator, Iterator, List
 
@@ -20,11 +18,9 @@ from navro_adapters import (
     InvalidClientError,
     NavroAuthError,
     TokenEndpointError,
-    TokenProvider,
     TokenRequest,
     TokenTimeoutError,
     TransportError,
-    TransportResponse,
     build_token_request,
 )
 from navro_adapters.authlib import (
@@ -35,24 +31,9 @@ from navro_adapters.authlib import (
 )
 from navro_adapters.sandbox import EchoServer, Fault, Sandbox
 
-SECRET = "s3cr3t-value-never-logged"
+from .support import SECRET, assert_repr_is_safe, import_error_message, ping, recording_provider
+
 SYNC_FACTORIES = [oauth2_session, oauth2_client]
-
-
-@pytest.fixture
-def sandbox() -> Iterator[Sandbox]:
-    with Sandbox(client_secret=SECRET) as sb:
-        yield sb
-
-
-@pytest.fixture
-def echo() -> Iterator[EchoServer]:
-    with EchoServer() as server:
-        yield server
-
-
-def ping(sandbox: Sandbox) -> str:
-    return f"{sandbox.base_url}/v1/ping"
 
 
 def token_hook_calls(client: Any) -> List[Any]:
@@ -118,23 +99,11 @@ def test_rejects_anything_but_credentials_or_provider() -> None:
 def test_repr_shows_neither_secret_nor_token(sandbox: Sandbox, factory: Any) -> None:
     with factory(sandbox.credentials()) as client:
         assert client.get(ping(sandbox)).status_code == 200
-        token = client.navro_provider.token
-        text = repr(client)
-    assert SECRET not in text and token.access_token not in text
-    assert token.fingerprint in text
+        assert_repr_is_safe(repr(client), client.navro_provider.token)
 
 
 def test_import_error_names_the_extra() -> None:
-    code = (
-        "import sys; sys.modules['authlib'] = None\n"
-        "try:\n"
-        "    import navro_adapters.authlib\n"
-        "except ImportError as exc:\n"
-        "    print(exc)\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout
+    out = import_error_message("authlib", "authlib")
     assert "pip install 'navro-adapters[authlib]'" in out
 
 
@@ -226,9 +195,10 @@ def test_shared_mode_gives_many_clients_one_token(sandbox: Sandbox) -> None:
 
 
 def test_unshared_clients_each_fetch(sandbox: Sandbox) -> None:
-    with oauth2_session(sandbox.credentials()) as first, oauth2_session(
-        sandbox.credentials()
-    ) as second:
+    with (
+        oauth2_session(sandbox.credentials()) as first,
+        oauth2_session(sandbox.credentials()) as second,
+    ):
         assert first.navro_provider is not second.navro_provider
         first.get(ping(sandbox))
         second.get(ping(sandbox))
@@ -236,14 +206,7 @@ def test_unshared_clients_each_fetch(sandbox: Sandbox) -> None:
 
 
 def test_given_provider_uses_its_own_transport(sandbox: Sandbox) -> None:
-    calls: List[str] = []
-    inner = TokenProvider(sandbox.credentials()).transport
-
-    def transport(request: TokenRequest, *, timeout: float) -> TransportResponse:
-        calls.append(request.url)
-        return inner(request, timeout=timeout)
-
-    provider = TokenProvider(sandbox.credentials(), transport=transport)
+    provider, calls = recording_provider(sandbox)
     with oauth2_session(provider) as session, oauth2_client(provider) as client:
         hook_calls = token_hook_calls(session)
         assert session.get(ping(sandbox)).status_code == 200
@@ -295,9 +258,10 @@ def test_httpx_stream_attaches_the_token(sandbox: Sandbox) -> None:
         assert r.status_code == 200
 
     async def check() -> None:
-        async with async_oauth2_client(sandbox.credentials()) as client, client.stream(
-            "GET", ping(sandbox)
-        ) as response:
+        async with (
+            async_oauth2_client(sandbox.credentials()) as client,
+            client.stream("GET", ping(sandbox)) as response,
+        ):
             assert response.status_code == 200
 
     run(check())

@@ -9,11 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import subprocess
-import sys
 import tempfile
-import textwrap
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
@@ -36,10 +32,7 @@ from navro_adapters import (
 from navro_adapters.requests import NavroAuth, RequestsTransport
 from navro_adapters.sandbox import EchoServer, Fault, Sandbox
 
-SECRET = "s3cr3t-value-never-logged"
-BASE = "https://api.navro.test"
-CREDS = Credentials("client-id", SECRET, "acme", base_url=BASE)
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from .support import BASE, CREDS, SECRET, assert_repr_is_safe, import_error_message, ping
 
 
 class FakeTokens:
@@ -68,10 +61,7 @@ def offline_auth(**kwargs: Any) -> NavroAuth:
 def test_repr_shows_neither_secret_nor_token() -> None:
     auth = offline_auth()
     auth(prepared(f"{BASE}/v1/ping"))
-    text = repr(auth)
-    assert SECRET not in text and "tok-1" not in text
-    token = auth.provider.token
-    assert token is not None and token.fingerprint in text
+    assert_repr_is_safe(repr(auth), auth.provider.token)
     assert SECRET not in repr(NavroAuth(CREDS))
 
 
@@ -168,21 +158,11 @@ def test_hook_ignores_responses_that_did_not_carry_our_token() -> None:
 
 
 @pytest.fixture
-def sandbox() -> Iterator[Sandbox]:
-    with Sandbox(client_secret=SECRET) as sb:
-        yield sb
-
-
-@pytest.fixture
 def session(sandbox: Sandbox) -> Iterator[requests.Session]:
     with requests.Session() as s:
         s.auth = NavroAuth(sandbox.credentials())
         yield s
         s.auth.close()
-
-
-def ping(sandbox: Sandbox) -> str:
-    return f"{sandbox.base_url}/v1/ping"
 
 
 def test_first_request_fetches_one_token_through_requests(
@@ -427,18 +407,5 @@ def test_close_closes_only_a_private_session() -> None:
 
 
 def test_import_error_names_the_extra() -> None:
-    code = textwrap.dedent(
-        """
-        import sys
-        sys.modules["requests"] = None
-        try:
-            import navro_adapters.requests
-        except ImportError as exc:
-            print(exc)
-        """
-    )
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    command = [sys.executable, "-c", code]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60, check=False)
-    assert done.returncode == 0, done.stderr
-    assert "pip install 'navro-adapters[requests]'" in done.stdout
+    out = import_error_message("requests", "requests")
+    assert "pip install 'navro-adapters[requests]'" in out

@@ -8,58 +8,34 @@ the suite turns into a skip.
 
 from __future__ import annotations
 
-import asyncio
 import importlib
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
-from typing import (
-    Any,
-    AsyncIterator,
-    Coroutine,
-    Iterator,
-    List,
-    Mapping,
-    Optional,
-    Sequence,
-    TypeVar,
-)
+from typing import Any, Dict, Optional
 
 from navro_adapters import TokenProvider
 from navro_adapters.httpx import NavroAuth
 
-from .drivers import AuthSource, Driver, Result
+from .drivers import (
+    HTTPX_STYLE,
+    MAX_THREADS,
+    AuthSource,
+    LoopDriver,
+    Outgoing,
+    Result,
+    ThreadedDriver,
+    result_of,
+)
 
-MAX_THREADS = 100  # request_many runs one thread per URL, up to this many
 REQUEST_TIMEOUT = 30.0  # seconds; generous, 1000 tasks share the pool
-CLOSE_TIMEOUT = 30.0
-
-_T = TypeVar("_T")
 
 
 def _import(name: str) -> ModuleType:
     return importlib.import_module(name)
 
 
-def _result(response: Any) -> Result:
-    try:
-        body: Any = response.json()
-    except ValueError:
-        body = None
-    return Result(status=response.status_code, headers=dict(response.headers), json=body)
+class _HttpxParts:
+    """What both httpx drivers hold: the flavour's module, the adapter and the client."""
 
-
-def _limits(module: ModuleType) -> Any:
-    return module.Limits(max_connections=100, max_keepalive_connections=100)
-
-
-def _pool_timeout(module: ModuleType) -> Any:
-    # 1000 tasks queue for 100 connections: wait for one rather than fail after 5 s.
-    return module.Timeout(REQUEST_TIMEOUT, pool=None)
-
-
-class _HttpxSyncDriver(Driver):
-    concurrency = "threads"
     library: str
 
     def __init__(self) -> None:
@@ -67,11 +43,27 @@ class _HttpxSyncDriver(Driver):
         self._auth: Optional[NavroAuth] = None
         self._client: Any = None
 
+    def _client_kwargs(self) -> Dict[str, Any]:
+        module = self._module
+        return {
+            "auth": self._auth,
+            "limits": module.Limits(
+                max_connections=MAX_THREADS, max_keepalive_connections=MAX_THREADS
+            ),
+            # 1000 tasks queue for 100 connections: wait for one rather than fail after 5 s.
+            "timeout": module.Timeout(REQUEST_TIMEOUT, pool=None),
+        }
+
+    @property
+    def provider(self) -> TokenProvider:
+        assert self._auth is not None
+        return self._auth.provider
+
+
+class _HttpxSyncDriver(_HttpxParts, ThreadedDriver):
     def open(self, source: AuthSource, **adapter_kwargs: Any) -> None:
         self._auth = NavroAuth(source, **adapter_kwargs)
-        self._client = self._module.Client(
-            auth=self._auth, limits=_limits(self._module), timeout=_pool_timeout(self._module)
-        )
+        self._client = self._module.Client(**self._client_kwargs())
 
     def close(self) -> None:
         if self._client is not None:
@@ -79,166 +71,33 @@ class _HttpxSyncDriver(Driver):
         if self._auth is not None:
             self._auth.close()
 
-    @property
-    def provider(self) -> TokenProvider:
-        assert self._auth is not None
-        return self._auth.provider
-
-    def _send(
-        self,
-        method: str,
-        url: str,
-        headers: Optional[Mapping[str, str]],
-        content: Any,
-        follow_redirects: bool,
-    ) -> Result:
-        try:
-            response = self._client.request(
-                method,
-                url,
-                headers=dict(headers) if headers else None,
-                content=content,
-                follow_redirects=follow_redirects,
-            )
-        except Exception as exc:
-            return Result(error=exc)
-        return _result(response)
-
-    def request_many(
-        self,
-        method: str,
-        urls: Sequence[str],
-        *,
-        headers: Optional[Mapping[str, str]] = None,
-        body: Optional[bytes] = None,
-        follow_redirects: bool = True,
-    ) -> List[Result]:
-        if not urls:
-            return []
-        with ThreadPoolExecutor(max_workers=min(len(urls), MAX_THREADS)) as pool:
-            futures = [
-                pool.submit(self._send, method, url, headers, body, follow_redirects)
-                for url in urls
-            ]
-            return [future.result() for future in futures]
-
-    def send_unreplayable(self, url: str) -> Result:
-        def chunks() -> Iterator[bytes]:
-            yield b'{"amount": '
-            yield b"100}"
-
-        return self._send("POST", url, None, chunks(), True)
+    def _send_one(self, request: Outgoing) -> Result:
+        response = self._client.request(request.method, request.url, **request.kwargs(HTTPX_STYLE))
+        return result_of(response.status_code, response.headers, response.content)
 
 
-class _HttpxAsyncDriver(Driver):
-    concurrency = "tasks"
-    library: str
-
-    def __init__(self) -> None:
-        self._module = _import(self.library)
-        self._auth: Optional[NavroAuth] = None
-        self._client: Any = None
-        self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self._thread: Optional[threading.Thread] = None
-
-    def _run(self, coro: Coroutine[Any, Any, _T], timeout: Optional[float] = None) -> _T:
-        assert self._loop is not None
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
-
+class _HttpxAsyncDriver(_HttpxParts, LoopDriver):
     def open(self, source: AuthSource, **adapter_kwargs: Any) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name=f"{self.name}-loop", daemon=True
-        )
-        self._thread.start()
         self._auth = NavroAuth(source, **adapter_kwargs)
-        self._client = self._run(self._make_client())
+        self._client = self._start_loop(self._make_client)
 
     async def _make_client(self) -> Any:
-        return self._module.AsyncClient(
-            auth=self._auth, limits=_limits(self._module), timeout=_pool_timeout(self._module)
-        )
+        return self._module.AsyncClient(**self._client_kwargs())
 
-    async def _shutdown(self) -> None:
+    async def _close_client(self) -> None:
         if self._client is not None:
             await self._client.aclose()
-        current = asyncio.current_task()
-        others = [task for task in asyncio.all_tasks() if task is not current]
-        for task in others:  # e.g. a refresh-ahead still in flight
-            task.cancel()
-        await asyncio.gather(*others, return_exceptions=True)
-        await asyncio.get_running_loop().shutdown_default_executor()
 
     def close(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        try:
-            self._run(self._shutdown(), CLOSE_TIMEOUT)
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(CLOSE_TIMEOUT)
-            loop.close()
-            if self._auth is not None:
-                self._auth.close()
-            self._loop = self._thread = None
+        super().close()
+        if self._auth is not None:
+            self._auth.close()
 
-    @property
-    def provider(self) -> TokenProvider:
-        assert self._auth is not None
-        return self._auth.provider
-
-    async def _send(
-        self,
-        method: str,
-        url: str,
-        headers: Optional[Mapping[str, str]],
-        content: Any,
-        follow_redirects: bool,
-    ) -> Result:
-        try:
-            response = await self._client.request(
-                method,
-                url,
-                headers=dict(headers) if headers else None,
-                content=content,
-                follow_redirects=follow_redirects,
-            )
-        except Exception as exc:
-            return Result(error=exc)
-        return _result(response)
-
-    async def _send_all(
-        self,
-        method: str,
-        urls: Sequence[str],
-        headers: Optional[Mapping[str, str]],
-        body: Optional[bytes],
-        follow_redirects: bool,
-    ) -> List[Result]:
-        return list(
-            await asyncio.gather(
-                *(self._send(method, url, headers, body, follow_redirects) for url in urls)
-            )
+    async def _send_one(self, request: Outgoing) -> Result:
+        response = await self._client.request(
+            request.method, request.url, **request.kwargs(HTTPX_STYLE)
         )
-
-    def request_many(
-        self,
-        method: str,
-        urls: Sequence[str],
-        *,
-        headers: Optional[Mapping[str, str]] = None,
-        body: Optional[bytes] = None,
-        follow_redirects: bool = True,
-    ) -> List[Result]:
-        return self._run(self._send_all(method, urls, headers, body, follow_redirects))
-
-    def send_unreplayable(self, url: str) -> Result:
-        async def chunks() -> AsyncIterator[bytes]:
-            yield b'{"amount": '
-            yield b"100}"
-
-        return self._run(self._send("POST", url, None, chunks(), True))
+        return result_of(response.status_code, response.headers, response.content)
 
 
 class HttpxSyncDriver(_HttpxSyncDriver):

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Optional
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -11,23 +10,22 @@ from requests.adapters import HTTPAdapter
 from navro_adapters import TokenProvider
 from navro_adapters.requests import NavroAuth
 
-from .drivers import AuthSource, Driver, Result
+from .drivers import (
+    MAX_THREADS,
+    REQUESTS_STYLE,
+    AuthSource,
+    Outgoing,
+    Result,
+    ThreadedDriver,
+    result_of,
+)
 
-MAX_THREADS = 100  # request_many runs one thread per URL, up to this many
-POOL_SIZE = 100  # urllib3 connections kept per host, so 100 threads do not fight over 10
+POOL_SIZE = MAX_THREADS  # urllib3 connections kept per host, so 100 threads do not fight over 10
+REQUEST_TIMEOUT = 30.0  # seconds
 
 
-def _result(response: requests.Response) -> Result:
-    try:
-        body: Any = response.json()
-    except ValueError:
-        body = None
-    return Result(status=response.status_code, headers=dict(response.headers), json=body)
-
-
-class RequestsDriver(Driver):
+class RequestsDriver(ThreadedDriver):
     name = "requests"
-    concurrency = "threads"
 
     def __init__(self) -> None:
         self._auth: Optional[NavroAuth] = None
@@ -53,49 +51,9 @@ class RequestsDriver(Driver):
         assert self._auth is not None
         return self._auth.provider
 
-    def _send(
-        self,
-        method: str,
-        url: str,
-        headers: Optional[Mapping[str, str]],
-        body: Any,
-        follow_redirects: bool,
-    ) -> Result:
+    def _send_one(self, request: Outgoing) -> Result:
         assert self._session is not None
-        try:
-            response = self._session.request(
-                method,
-                url,
-                headers=dict(headers) if headers else None,
-                data=body,
-                allow_redirects=follow_redirects,
-                timeout=30,
-            )
-        except Exception as exc:
-            return Result(error=exc)
-        return _result(response)
-
-    def request_many(
-        self,
-        method: str,
-        urls: Sequence[str],
-        *,
-        headers: Optional[Mapping[str, str]] = None,
-        body: Optional[bytes] = None,
-        follow_redirects: bool = True,
-    ) -> List[Result]:
-        if not urls:
-            return []
-        with ThreadPoolExecutor(max_workers=min(len(urls), MAX_THREADS)) as pool:
-            futures = [
-                pool.submit(self._send, method, url, headers, body, follow_redirects)
-                for url in urls
-            ]
-            return [future.result() for future in futures]
-
-    def send_unreplayable(self, url: str) -> Result:
-        def chunks() -> Iterator[bytes]:
-            yield b'{"amount": '
-            yield b"100}"
-
-        return self._send("POST", url, None, chunks(), True)
+        response = self._session.request(
+            request.method, request.url, timeout=REQUEST_TIMEOUT, **request.kwargs(REQUESTS_STYLE)
+        )
+        return result_of(response.status_code, response.headers, response.content)

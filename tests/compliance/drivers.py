@@ -9,13 +9,39 @@ one loop) and run each call's coroutines there.
 from __future__ import annotations
 
 import abc
+import asyncio
 import importlib
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import (
+    Any,
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Dict,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    TypeVar,
+)
 
 from navro_adapters import TokenProvider
 
 AuthSource = Any  # Credentials | TokenProvider
+
+MAX_THREADS = 100  # a threaded request_many runs one thread per URL, up to this many
+CALL_TIMEOUT = 60.0  # seconds a blocking call waits for the coroutines it runs on a driver's loop
+
+#: How a client's request() names the body and the redirect switch.
+REQUESTS_STYLE = ("data", "allow_redirects")  # requests, aiohttp
+HTTPX_STYLE = ("content", "follow_redirects")  # httpx, httpx2 and Authlib's clients on them
+
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -68,6 +94,187 @@ class Driver(abc.ABC):
     def provider(self) -> TokenProvider:
         """The TokenProvider the adapter uses (built or given)."""
         raise NotImplementedError
+
+
+def decode_json(body: bytes) -> Any:
+    """The JSON a response body holds, or ``None`` when it holds none."""
+    try:
+        return json.loads(body.decode("utf-8"))
+    except ValueError:
+        return None
+
+
+def result_of(status: int, headers: Mapping[str, str], body: bytes) -> Result:
+    return Result(status=status, headers=dict(headers), json=decode_json(body))
+
+
+def one_shot_body() -> Iterator[bytes]:
+    """A request body that can be read once: a generator, consumed by the first send."""
+    yield b'{"one": '
+    yield b'"shot"}'
+
+
+async def one_shot_stream() -> AsyncIterator[bytes]:
+    """:func:`one_shot_body` for async clients."""
+    yield b'{"one": '
+    yield b'"shot"}'
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One request a driver sends (``request_many`` makes one per URL)."""
+
+    method: str
+    url: str
+    headers: Optional[Dict[str, str]]
+    body: Any  # bytes, None, or a one-shot (async) generator
+    follow_redirects: bool = True
+
+    def kwargs(self, style: Tuple[str, str]) -> Dict[str, Any]:
+        """Keyword arguments for a client's ``request(method, url, ...)``; ``style`` names the
+        client's body and redirect arguments (:data:`REQUESTS_STYLE` or :data:`HTTPX_STYLE`)."""
+        body_name, redirects_name = style
+        return {
+            "headers": self.headers,
+            body_name: self.body,
+            redirects_name: self.follow_redirects,
+        }
+
+
+class _BatchDriver(Driver):
+    """``request_many`` as one batch of :class:`Outgoing` requests, sent all at once."""
+
+    def request_many(
+        self,
+        method: str,
+        urls: Sequence[str],
+        *,
+        headers: Optional[Mapping[str, str]] = None,
+        body: Optional[bytes] = None,
+        follow_redirects: bool = True,
+    ) -> List[Result]:
+        return self._send_all(
+            [
+                Outgoing(method, url, dict(headers) if headers else None, body, follow_redirects)
+                for url in urls
+            ]
+        )
+
+    @abc.abstractmethod
+    def _send_all(self, requests: List[Outgoing]) -> List[Result]:
+        """Send every request at once; one result each, in order (never raises)."""
+
+
+class ThreadedDriver(_BatchDriver):
+    """A driver for a sync client shared by threads: ``request_many`` sends each request on a
+    thread of its own (up to :data:`MAX_THREADS` at once). Subclasses send one request."""
+
+    concurrency = "threads"
+
+    @abc.abstractmethod
+    def _send_one(self, request: Outgoing) -> Result:
+        """Send one request through the client and describe its response (may raise)."""
+
+    def _send(self, request: Outgoing) -> Result:
+        try:
+            return self._send_one(request)
+        except Exception as exc:  # a request's exception is part of its result
+            return Result(error=exc)
+
+    def _send_all(self, requests: List[Outgoing]) -> List[Result]:
+        if not requests:
+            return []
+        with ThreadPoolExecutor(max_workers=min(len(requests), MAX_THREADS)) as pool:
+            return list(pool.map(self._send, requests))
+
+    def send_unreplayable(self, url: str) -> Result:
+        return self._send(Outgoing("POST", url, None, one_shot_body()))
+
+
+class LoopThread:
+    """A private event loop on a daemon thread; coroutines are submitted to it from outside."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def run(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        """Run ``coro`` on the loop and wait for its result (at most :data:`CALL_TIMEOUT`)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(CALL_TIMEOUT)
+
+    def stop(self) -> None:
+        """Cancel what still runs (e.g. a refresh-ahead in flight), then end the thread."""
+
+        async def _drain() -> None:
+            current = asyncio.current_task()
+            others = [task for task in asyncio.all_tasks() if task is not current]
+            for task in others:
+                task.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
+            await asyncio.get_running_loop().shutdown_default_executor()
+
+        try:
+            self.run(_drain())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(CALL_TIMEOUT)
+            self.loop.close()
+
+
+class LoopDriver(_BatchDriver):
+    """A driver for an async client: it owns an event loop on a private thread from ``open`` to
+    ``close`` (clients such as ``aiohttp.ClientSession`` belong to one loop) and
+    ``request_many`` gathers one task per URL there. Subclasses send one request."""
+
+    concurrency = "tasks"
+    _loop: Optional[LoopThread] = None
+
+    def _start_loop(self, make_client: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
+        """Start the loop and return the client ``make_client`` builds on it."""
+        self._loop = LoopThread(f"{self.name}-driver")
+        return self._loop.run(make_client())
+
+    def _run(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        assert self._loop is not None
+        return self._loop.run(coro)
+
+    def close(self) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            loop.run(self._close_client())
+        finally:
+            loop.stop()
+            self._loop = None
+
+    @abc.abstractmethod
+    async def _close_client(self) -> None:
+        """Close the client, on its loop."""
+
+    @abc.abstractmethod
+    async def _send_one(self, request: Outgoing) -> Result:
+        """Send one request through the client and describe its response (may raise)."""
+
+    async def _send(self, request: Outgoing) -> Result:
+        try:
+            return await self._send_one(request)
+        except Exception as exc:  # a request's exception is part of its result
+            return Result(error=exc)
+
+    def _send_all(self, requests: List[Outgoing]) -> List[Result]:
+        async def _all() -> List[Result]:
+            return list(await asyncio.gather(*map(self._send, requests)))
+
+        return self._run(_all())
+
+    def send_unreplayable(self, url: str) -> Result:
+        return self._run(self._send(Outgoing("POST", url, None, one_shot_stream())))
 
 
 # name -> "module:Class"; a module whose HTTP library is missing is skipped with its reason.

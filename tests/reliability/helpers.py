@@ -47,7 +47,17 @@ ASYNC_DRIVERS = frozenset({"httpx-async", "httpx2-async", "aiohttp", "authlib-as
 #: Loggers whose records are captured at DEBUG. Ours must never carry a secret or a token;
 #: third-party ones are reported, not asserted (their DEBUG output is not ours to change).
 OUR_LOGGER = "navro_adapters"
-THIRD_PARTY_LOGGERS = ("urllib3", "httpx", "httpcore", "hpack", "aiohttp", "authlib", "asyncio")
+THIRD_PARTY_LOGGERS = (
+    "urllib3",
+    "httpx",
+    "httpx2",
+    "httpcore",
+    "httpcore2",
+    "hpack",
+    "aiohttp",
+    "authlib",
+    "asyncio",
+)
 
 _BEARER_RE = re.compile(r"bearer\s+(\S+)", re.IGNORECASE)
 
@@ -69,16 +79,17 @@ def default_retry_policy(policy: RetryPolicy) -> Iterator[None]:
     default the provider module falls back to; everything else is the adapters' real code,
     their own transports included.
     """
-    original = provider_module.RetryPolicy
+    original = getattr(provider_module, "RetryPolicy")  # noqa: B009 - patched below
 
     def _factory(*args: Any, **kwargs: Any) -> RetryPolicy:
-        return policy if not args and not kwargs else original(*args, **kwargs)
+        made: RetryPolicy = policy if not args and not kwargs else original(*args, **kwargs)
+        return made
 
-    provider_module.RetryPolicy = _factory  # type: ignore[assignment,misc]
+    setattr(provider_module, "RetryPolicy", _factory)  # noqa: B010
     try:
         yield
     finally:
-        provider_module.RetryPolicy = original  # type: ignore[misc]
+        setattr(provider_module, "RetryPolicy", original)  # noqa: B010
 
 
 def closed_port() -> int:
@@ -248,7 +259,7 @@ def adapter_objects(driver: Driver) -> List[object]:
     return objects
 
 
-# -- results ------------------------------------------------------------------------------------------
+# -- results ----------------------------------------------------------------------------------
 
 
 def write_results(section: str, data: Any) -> Path:
