@@ -47,7 +47,7 @@ from .report import (
 from .stacks import STACKS, StackSpec, missing_modules
 from .targets import evaluate
 
-__all__ = ["main", "run"]
+__all__ = ["main", "render", "run"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RESULTS_DIR = PROJECT_ROOT / "benchmarks" / "results"
@@ -313,6 +313,20 @@ def _preview(stack: Dict[str, Any], config: BenchConfig) -> Dict[str, Any]:
     return dict(stack, scenarios=dict(stack["scenarios"], contention=preview))
 
 
+def render(results_dir: Path, readme: Optional[Path] = None) -> None:
+    """Rewrite the markdown and the plot of an earlier run, with the current causes.json."""
+    document: Dict[str, Any] = json.loads(
+        (results_dir / "results.json").read_text(encoding="utf-8")
+    )
+    for target in document["targets"]:
+        target.pop("cause", None)
+    causes_file = results_dir / CAUSES_FILE
+    if causes_file.exists():
+        attach_causes(document["targets"], json.loads(causes_file.read_text(encoding="utf-8")))
+    _write(document, results_dir, readme)
+    print(f"rewrote the report files in {results_dir}")
+
+
 def _write(document: Dict[str, Any], results_dir: Path, readme: Optional[Path]) -> None:
     results_dir.mkdir(parents=True, exist_ok=True)
     (results_dir / "results.json").write_text(
@@ -359,7 +373,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         help="rewrite README.md between the bench-table markers",
     )
     parser.add_argument("--note", default="", help="free text added to the conditions line")
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="run nothing: rewrite the tables and plot from results.json (and causes.json)",
+    )
     args = parser.parse_args(argv)
+    if args.render:
+        render(args.results_dir, PROJECT_ROOT / "README.md" if args.update_readme else None)
+        return 0
     if args.list:
         for spec in STACKS:
             print(f"{spec.key:<24} {spec.role:<8} {spec.kind:<7} {spec.label}")

@@ -29,6 +29,9 @@ Whatever the mode, ``client.token`` is kept in sync with the token last attached
 sent only to the API's origin (and ``extra_origins``), a 401 from the API invalidates the token
 that was sent and the request is resent once, and token endpoint failures are raised as
 :class:`~navro_adapters.NavroAuthError` subclasses, never as Authlib or HTTP-library errors.
+The tokens are attached by this package's own adapters (:class:`navro_adapters.requests.NavroAuth`
+and :class:`navro_adapters.httpx.NavroAuth`, subclassed here to keep ``client.token`` in step),
+so those rules are written once; redirect hops are checked by the clients themselves.
 
 Authlib APIs relied on (all present since Authlib 1.2): the ``OAuth2Session``, ``OAuth2Client``
 and ``AsyncOAuth2Client`` constructors with ``token_endpoint``/``grant_type`` metadata,

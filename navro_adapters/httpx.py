@@ -345,30 +345,11 @@ class NavroAuth(_AuthBase):
         compat.replace_authorization(request, token.authorization)
 
     def _remember(self, token: Token) -> Tuple[Token, Tuple[bytes, bytes, bytes]]:
+        """Cache ``token``'s header entry: built once per token, not once per request."""
         last = (token, compat.authorization_entry(token.authorization))
         self._last = last
         self._on_new_token(token)
         return last
-
-    def _on_new_token(self, token: Token) -> None:
-        """Called once for each token this adapter starts attaching (never per request).
-
-        A hook for subclasses that mirror the token elsewhere: the Authlib clients keep
-        ``client.token`` in step with it. Runs on the request's thread or event loop, so it
-        must not block.
-        """
-
-    def _send_token_requests_through(
-        self, sync: Optional[SyncTransport], async_: Optional[AsyncTransport]
-    ) -> None:
-        """Use these transports for the token requests this adapter triggers, whatever the
-        request's flavour (``None`` keeps the current choice). For subclasses that bring their
-        own, such as the Authlib clients sharing a process-wide provider."""
-        for flavour in compat.FLAVOURS:
-            if sync is not None:
-                self._sync_for[flavour.request_type] = sync
-            if async_ is not None:
-                self._async_for[flavour.request_type] = async_
 
     def _should_resend(self, request: httpx.Request, response: httpx.Response, sent: Token) -> bool:
         """After a 401 to ``request``: whether to resend it with a new token.
@@ -391,6 +372,28 @@ class NavroAuth(_AuthBase):
         """Whether the request body can be sent again (held in memory, not a generator)."""
         flavour = compat.FLAVOUR_BY_REQUEST.get(request.__class__)
         return flavour is not None and isinstance(request.stream, flavour.replayable_streams)
+
+    # -- for subclasses ---------------------------------------------------------------------------
+
+    def _on_new_token(self, token: Token) -> None:
+        """Called once for each token this adapter starts attaching (never per request).
+
+        A hook for subclasses that mirror the token elsewhere: the Authlib clients keep
+        ``client.token`` in step with it. Runs on the request's thread or event loop, so it
+        must not block.
+        """
+
+    def _send_token_requests_through(
+        self, sync: Optional[SyncTransport], async_: Optional[AsyncTransport]
+    ) -> None:
+        """Use these transports for the token requests this adapter triggers, whatever the
+        request's flavour (``None`` keeps the current choice). For subclasses that bring their
+        own, such as the Authlib clients sharing a process-wide provider."""
+        for flavour in compat.FLAVOURS:
+            if sync is not None:
+                self._sync_for[flavour.request_type] = sync
+            if async_ is not None:
+                self._async_for[flavour.request_type] = async_
 
     def close(self) -> None:
         """Close the private sync clients this adapter created (idempotent)."""

@@ -35,7 +35,10 @@ from navro_adapters import TokenProvider
 AuthSource = Any  # Credentials | TokenProvider
 
 MAX_THREADS = 100  # a threaded request_many runs one thread per URL, up to this many
-CALL_TIMEOUT = 60.0  # seconds a blocking call waits for the coroutines it runs on a driver's loop
+# Seconds a blocking call waits for the coroutines it runs on a driver's loop: the suite's own
+# per-test timeout (120 s in pyproject.toml) is the real backstop against a hang, and on a loaded
+# machine 1000 tasks can take over a minute, so this never fires before it.
+CALL_TIMEOUT = 120.0
 
 #: How a client's request() names the body and the redirect switch.
 REQUESTS_STYLE = ("data", "allow_redirects")  # requests, aiohttp
