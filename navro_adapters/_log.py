@@ -15,6 +15,7 @@ def fingerprint(access_token: str) -> str:
     """
     return hashlib.sha256(access_token.encode("utf-8", "surrogatepass")).hexdigest()[:8]
 
+
 # A library never prints on its own: without this, Python's last-resort handler would write
 # our warnings to stderr in applications that configured no logging.
 logger.addHandler(logging.NullHandler())

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from typing import Dict, Iterable, Optional
+from typing import Any, Dict, Iterable, Optional
 
 try:
     import aiohttp
@@ -124,6 +124,9 @@ class NavroAuthMiddleware:
     replayed; the second response is returned as it is. Token errors are raised as
     :class:`~navro_adapters.NavroAuthError` subclasses.
 
+    ``provider_options`` (``refresh_policy``, ``retry_policy``, ``store``, ...) go to the
+    provider built from Credentials.
+
     Safe to share between any number of tasks; it holds no lock and does no I/O of its own
     when a valid token is cached.
     """
@@ -131,9 +134,15 @@ class NavroAuthMiddleware:
     __slots__ = ("_core", "_fetch_on_session", "_provider", "_scope_by_authority", "_transport")
 
     def __init__(
-        self, credentials_or_provider: AuthSource, *, extra_origins: Iterable[str] = ()
+        self,
+        credentials_or_provider: AuthSource,
+        *,
+        extra_origins: Iterable[str] = (),
+        **provider_options: Any,
     ) -> None:
-        self._core = AdapterCore(credentials_or_provider, extra_origins=extra_origins)
+        self._core = AdapterCore(
+            credentials_or_provider, extra_origins=extra_origins, provider_options=provider_options
+        )
         self._provider: TokenProvider = self._core.provider
         # Only a provider we built fetches on the caller's session; a shared one keeps its own.
         self._fetch_on_session = isinstance(credentials_or_provider, Credentials)

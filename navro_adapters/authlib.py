@@ -70,7 +70,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
         "pip install 'navro-adapters[authlib]'"
     ) from exc
 
-from ._adapter import AUTHORIZATION, AdapterCore, AuthSource
+from ._adapter import AUTHORIZATION, AdapterCore, AuthSource, split_provider_options
 from .credentials import Credentials
 from .errors import ConfigurationError, TokenTimeoutError, TransportError
 from .httpx import NavroAuth as _HttpxNavroAuth
@@ -272,6 +272,7 @@ class _Binding:
         extra_origins: Iterable[str],
         sync_fetch: Optional[Callable[..., TransportResponse]],
         async_fetch: Optional[Callable[..., Any]],
+        provider_options: Mapping[str, Any],
     ) -> None:
         self.client = client
         self.extra_origins = tuple(extra_origins)
@@ -282,11 +283,16 @@ class _Binding:
             source = shared_provider(source)
             self.sync_transport, self.async_transport = sync_fetch, async_fetch
 
-        def make_provider(credentials: Credentials) -> TokenProvider:
-            return TokenProvider(credentials, transport=sync_fetch, async_transport=async_fetch)
+        def make_provider(credentials: Credentials, options: Mapping[str, Any]) -> TokenProvider:
+            return TokenProvider(
+                credentials, transport=sync_fetch, async_transport=async_fetch, **options
+            )
 
         self.core = AdapterCore(
-            source, extra_origins=self.extra_origins, make_provider=make_provider
+            source,
+            extra_origins=self.extra_origins,
+            make_provider=make_provider,
+            provider_options=provider_options,
         )
         self.provider = self.core.provider
         self.synced: Optional[Token] = None
@@ -434,6 +440,7 @@ class _NavroClient:
         extra_origins: Iterable[str] = (),
         **kwargs: Any,
     ) -> None:
+        provider_options = split_provider_options(kwargs)  # the rest is Authlib's
         super().__init__(**_authlib_config(source), **kwargs)
         self.register_compliance_hook("access_token_response", _capture_token_response)
         fetch = self._navro_fetch
@@ -444,6 +451,7 @@ class _NavroClient:
             extra_origins=extra_origins,
             sync_fetch=None if self._navro_fetches_async else fetch,
             async_fetch=fetch if self._navro_fetches_async else None,
+            provider_options=provider_options,
         )
         self._navro_auth = self._navro_auth_type(self._navro)
 
@@ -606,7 +614,9 @@ def oauth2_session(
 
     ``source`` is the Navro credentials or a shared provider; ``shared=True`` makes every
     client with the same credentials use one token; ``extra_origins`` are further origins the
-    token may be sent to; other keyword arguments go to ``OAuth2Session`` (``default_timeout``,
+    token may be sent to; ``refresh_policy``, ``retry_policy``, ``store`` (and the other
+    :data:`~navro_adapters._adapter.PROVIDER_OPTIONS`) go to the provider built from
+    Credentials; other keyword arguments go to ``OAuth2Session`` (``default_timeout``, ...;
     ``leeway`` is ignored: the provider's refresh policy decides).
     """
     return NavroOAuth2Session(source, shared=shared, extra_origins=extra_origins, **kwargs)

@@ -35,6 +35,7 @@ from typing import (
     Dict,
     Generator,
     Iterable,
+    Mapping,
     Optional,
     Tuple,
     Type,
@@ -216,6 +217,8 @@ class NavroAuth(_AuthBase):
     ``source`` is a :class:`~navro_adapters.Credentials` (a provider is built, its token
     requests sent through httpx: ``client``/``async_client`` if given, private ones otherwise)
     or a shared :class:`~navro_adapters.TokenProvider` (used as it is, with its own transport).
+    ``provider_options`` (``refresh_policy``, ``retry_policy``, ``store``, ...) go to the
+    provider built from Credentials.
 
     Requests to the API origin (``credentials.base_url``) and to ``extra_origins`` get
     ``Authorization: Bearer <token>`` and ``X-API-Version: 1`` (unless already set); others
@@ -234,6 +237,7 @@ class NavroAuth(_AuthBase):
         client: Any = None,
         async_client: Any = None,
         extra_origins: Iterable[str] = (),
+        **provider_options: Any,
     ) -> None:
         if isinstance(source, TokenProvider) and (client is not None or async_client is not None):
             raise ConfigurationError(
@@ -249,9 +253,10 @@ class NavroAuth(_AuthBase):
         self._core = AdapterCore(
             source,
             extra_origins=extra_origins,
-            make_provider=lambda credentials: self._make_provider(
-                credentials, client, async_client
+            make_provider=lambda credentials, options: self._make_provider(
+                credentials, client, async_client, options
             ),
+            provider_options=provider_options,
         )
         self.provider: TokenProvider = self._core.provider
         self._origin_keys = _origin_keys((self._core.credentials.base_url, *extra_origins))
@@ -259,7 +264,7 @@ class NavroAuth(_AuthBase):
         self._last: Tuple[Optional[Token], Tuple[bytes, bytes, bytes]] = (None, (b"", b"", b""))
 
     def _make_provider(
-        self, credentials: Credentials, client: Any, async_client: Any
+        self, credentials: Credentials, client: Any, async_client: Any, options: Mapping[str, Any]
     ) -> TokenProvider:
         if client is not None:
             sync_default: SyncTransport = HttpxTransport(client)
@@ -275,7 +280,9 @@ class NavroAuth(_AuthBase):
             for flavour in compat.FLAVOURS:
                 self._async_for[flavour.request_type] = AsyncHttpxTransport(flavour=flavour.name)
             async_default = self._async_for[compat.FLAVOURS[0].request_type]
-        return TokenProvider(credentials, transport=sync_default, async_transport=async_default)
+        return TokenProvider(
+            credentials, transport=sync_default, async_transport=async_default, **options
+        )
 
     @property
     def credentials(self) -> Credentials:
@@ -295,6 +302,9 @@ class NavroAuth(_AuthBase):
         self._apply(request, token)
         response = yield request
         if response.status_code == _UNAUTHORIZED and self._should_resend(request, response, token):
+            # Release the 401's connection first: the token request may need one from the same
+            # pool (Authlib's clients fetch on themselves), and a full pool would never free one.
+            response.read()
             self._reapply(request, provider.get_token(transport=transport), token)
             yield request
 
@@ -311,6 +321,7 @@ class NavroAuth(_AuthBase):
         self._apply(request, token)
         response = yield request
         if response.status_code == _UNAUTHORIZED and self._should_resend(request, response, token):
+            await response.aread()  # release the 401's connection first (see sync_auth_flow)
             self._reapply(request, await provider.aget_token(transport=transport), token)
             yield request
 

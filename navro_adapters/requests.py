@@ -18,7 +18,7 @@ requests' own ``HTTPDigestAuth`` does.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 try:
     import requests
@@ -123,6 +123,8 @@ class NavroAuth(AuthBase):
     ``source`` is a :class:`~navro_adapters.Credentials` (a provider is built whose token
     requests go through ``session`` if given, else a private ``requests.Session``) or a shared
     :class:`~navro_adapters.TokenProvider` (used as it is, with its own transport).
+    ``provider_options`` (``refresh_policy``, ``retry_policy``, ``store``, ...) go to the
+    provider built from Credentials.
 
     Requests to the API origin (``credentials.base_url``) and to ``extra_origins`` get
     ``Authorization: Bearer <token>`` and ``X-API-Version: 1`` (unless already set); others
@@ -137,6 +139,7 @@ class NavroAuth(AuthBase):
         *,
         session: Optional[requests.Session] = None,
         extra_origins: Iterable[str] = (),
+        **provider_options: Any,
     ) -> None:
         if isinstance(source, TokenProvider) and session is not None:
             raise ConfigurationError(
@@ -148,7 +151,10 @@ class NavroAuth(AuthBase):
         self._core = AdapterCore(
             source,
             extra_origins=extra_origins,
-            make_provider=lambda credentials: self._make_provider(credentials, session),
+            make_provider=lambda credentials, options: self._make_provider(
+                credentials, session, options
+            ),
+            provider_options=provider_options,
         )
         self.provider: TokenProvider = self._core.provider
         #: Where every token this adapter attaches comes from. A plain attribute holding a
@@ -159,10 +165,13 @@ class NavroAuth(AuthBase):
         self._on_response = self._handle_401
 
     def _make_provider(
-        self, credentials: Credentials, session: Optional[requests.Session]
+        self,
+        credentials: Credentials,
+        session: Optional[requests.Session],
+        options: Mapping[str, Any],
     ) -> TokenProvider:
         self._transport = RequestsTransport(session)
-        return TokenProvider(credentials, transport=self._transport)
+        return TokenProvider(credentials, transport=self._transport, **options)
 
     @property
     def credentials(self) -> Credentials:

@@ -21,7 +21,9 @@ __all__ = ["DEFAULT_TOKEN_LIFETIME", "MAX_TOKEN_LIFETIME", "RefreshPolicy", "Tok
 
 DEFAULT_TOKEN_LIFETIME = 300.0  # seconds, per Navro's docs; used when expires_in is missing
 MAX_TOKEN_LIFETIME = 86400.0  # seconds; a larger expires_in is capped (and logged once)
-MAX_SKEW_FRACTION = 0.1  # the clock-skew margin on a stored token never exceeds this share of its life
+MAX_SKEW_FRACTION = (
+    0.1  # the clock-skew margin on a stored token never exceeds this share of its life
+)
 
 
 class TokenState(enum.Enum):

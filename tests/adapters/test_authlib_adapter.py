@@ -403,3 +403,38 @@ def test_fetch_never_follows_a_redirect(sandbox: Sandbox, echo: EchoServer) -> N
         response = session._navro_fetch(redirect, timeout=5.0)
     assert response.status_code != 200
     assert echo.requests_seen() == []
+
+
+def test_401_storm_on_a_full_pool_refetches_without_deadlock(sandbox: Sandbox) -> None:
+    # The 401s hold every pooled connection while the client fetches a token on itself: each
+    # 401 must release its connection first, or the token request waits for the pool forever.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from navro_adapters.authlib import _httpx_module
+
+    limits = _httpx_module().Limits(max_connections=2, max_keepalive_connections=2)
+    with oauth2_client(sandbox.credentials(), limits=limits, timeout=5.0) as client:
+        assert client.get(ping(sandbox)).status_code == 200
+        sandbox.set_token_latency(0.2)
+        sandbox.revoke_all_tokens()
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            statuses = list(pool.map(lambda _: client.get(ping(sandbox)).status_code, range(6)))
+    assert statuses == [200] * 6
+    assert sandbox.stats().token_requests == 2
+
+
+def test_async_401_storm_on_a_full_pool_refetches_without_deadlock(sandbox: Sandbox) -> None:
+    from navro_adapters.authlib import _httpx_module
+
+    limits = _httpx_module().Limits(max_connections=2, max_keepalive_connections=2)
+
+    async def check() -> List[int]:
+        async with async_oauth2_client(sandbox.credentials(), limits=limits, timeout=5.0) as client:
+            assert (await client.get(ping(sandbox))).status_code == 200
+            sandbox.set_token_latency(0.2)
+            sandbox.revoke_all_tokens()
+            responses = await asyncio.gather(*[client.get(ping(sandbox)) for _ in range(6)])
+            return [r.status_code for r in responses]
+
+    assert run(check()) == [200] * 6
+    assert sandbox.stats().token_requests == 2

@@ -211,3 +211,38 @@ def test_shared_provider_serves_every_flavour(driver_factory: object, sandbox: S
         drv.close()
     assert provider.get_token() is not None
     assert sandbox.stats().token_requests == 1
+
+
+def test_provider_options_reach_the_adapters_own_provider(
+    driver_factory: object, sandbox: Sandbox
+) -> None:
+    from navro_adapters import RefreshPolicy, RetryPolicy, TokenEndpointError
+    from navro_adapters.sandbox import Fault
+
+    drv = driver_factory()  # type: ignore[operator]
+    drv.open(
+        sandbox.credentials(),
+        retry_policy=RetryPolicy(max_attempts=1),
+        refresh_policy=RefreshPolicy(refresh_fraction=0.5),
+    )
+    try:
+        assert drv.provider.retry_policy.max_attempts == 1
+        assert drv.provider.refresh_policy.refresh_fraction == 0.5
+        sandbox.enqueue_token_faults(Fault.status(503))
+        result = drv.request("GET", ping(sandbox))
+        assert isinstance(result.error, TokenEndpointError), repr(result.error)
+        assert sandbox.stats().token_requests == 1  # one attempt: the policy was applied
+    finally:
+        drv.close()
+
+
+def test_provider_options_with_a_shared_provider_are_refused(
+    driver_factory: object, sandbox: Sandbox
+) -> None:
+    from navro_adapters import ConfigurationError, RetryPolicy
+
+    drv = driver_factory()  # type: ignore[operator]
+    with pytest.raises(ConfigurationError) as info:
+        drv.open(TokenProvider(sandbox.credentials()), retry_policy=RetryPolicy())
+    assert info.value.field == "retry_policy"
+    drv.close()

@@ -71,27 +71,6 @@ def driver_factory_or_skip(name: str) -> Any:
         pytest.skip(f"{name}: {exc}")
 
 
-@contextlib.contextmanager
-def default_retry_policy(policy: RetryPolicy) -> Iterator[None]:
-    """Make providers built without a ``retry_policy`` (the adapters' own) use ``policy``.
-
-    The adapters take no retry policy themselves (see the report), so the matrix swaps the
-    default the provider module falls back to; everything else is the adapters' real code,
-    their own transports included.
-    """
-    original = getattr(provider_module, "RetryPolicy")  # noqa: B009 - patched below
-
-    def _factory(*args: Any, **kwargs: Any) -> RetryPolicy:
-        made: RetryPolicy = policy if not args and not kwargs else original(*args, **kwargs)
-        return made
-
-    setattr(provider_module, "RetryPolicy", _factory)  # noqa: B010
-    try:
-        yield
-    finally:
-        setattr(provider_module, "RetryPolicy", original)  # noqa: B010
-
-
 def closed_port() -> int:
     """A loopback port nothing listens on (bound, then released)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -53,7 +53,6 @@ from .helpers import (
     adapter_objects,
     capture_all_logs,
     closed_port,
-    default_retry_policy,
     driver_factory_or_skip,
     leaks_in,
     our_error_texts,
@@ -509,8 +508,7 @@ def test_fault_cell(driver_name: str, cell: Cell, sandbox: Sandbox, echo: EchoSe
     with capture_all_logs() as logs:
         if cell.name == "connection refused":
             cell.setup(ctx)  # changes the credentials the driver is opened with
-        with default_retry_policy(SMALL_POLICY):
-            driver.open(ctx.credentials or sandbox.credentials())
+        driver.open(ctx.credentials or sandbox.credentials(), retry_policy=SMALL_POLICY)
         try:
             if cell.prime:
                 first = driver.request("GET", _ping(ctx))
