@@ -542,5 +542,11 @@ def test_stored_tokens_lose_a_bounded_skew_margin() -> None:
     token = Token.from_record(long_lived, now_monotonic=50.0, now_wall=1000.0, clock_skew=5.0)
     assert token is not None and token.expires_in == 295.0
     assert token.requested_at == 50.0
-    for bad in ({}, {"access_token": "", "issued_at": 1, "expires_at": 2}, {"access_token": "t", "issued_at": 5, "expires_at": 1}, "nope", {"access_token": "t", "issued_at": True, "expires_at": 2}):
+    for bad in (
+        {},
+        {"access_token": "", "issued_at": 1, "expires_at": 2},
+        {"access_token": "t", "issued_at": 5, "expires_at": 1},
+        "nope",
+        {"access_token": "t", "issued_at": True, "expires_at": 2},
+    ):
         assert Token.from_record(bad, now_monotonic=0, now_wall=0) is None

@@ -21,7 +21,9 @@ def sandbox() -> Iterator[Sandbox]:
         yield sb
 
 
-def run(*args: str, env: Optional[Dict[str, str]] = None, timeout: float = 60) -> subprocess.CompletedProcess:
+def run(
+    *args: str, env: Optional[Dict[str, str]] = None, timeout: float = 60
+) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if not k.startswith("NAVRO_")}
     base.update(env or {})
     return subprocess.run(
@@ -130,7 +132,9 @@ def test_server_error_is_one_line(sandbox: Sandbox) -> None:
 
 
 def test_missing_secret_file_is_a_configuration_error() -> None:
-    result = run("token", "--client-secret-file", "/nonexistent/secret", "--client-id", "c", "--company", "a")
+    result = run(
+        "token", "--client-secret-file", "/nonexistent/secret", "--client-id", "c", "--company", "a"
+    )
     assert_clean_failure(result, 2)
 
 
@@ -156,7 +160,16 @@ def test_sandbox_command_serves_until_interrupted() -> None:
         port = probe.getsockname()[1]
     base = {k: v for k, v in os.environ.items() if not k.startswith("NAVRO_")}
     process = subprocess.Popen(
-        [sys.executable, "-m", "navro_adapters", "sandbox", "--port", str(port), "--token-ttl", "5"],
+        [
+            sys.executable,
+            "-m",
+            "navro_adapters",
+            "sandbox",
+            "--port",
+            str(port),
+            "--token-ttl",
+            "5",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
