@@ -10,9 +10,9 @@ import pytest
 
 aiohttp = pytest.importorskip("aiohttp")
 
-from yarl import URL  # noqa: E402
+from yarl import URL
 
-from navro_adapters import (  # noqa: E402
+from navro_adapters import (
     ConfigurationError,
     Credentials,
     InvalidClientError,
@@ -25,10 +25,10 @@ from navro_adapters import (  # noqa: E402
     TransportResponse,
     build_token_request,
 )
-from navro_adapters.aiohttp import AiohttpTransport, NavroAuthMiddleware  # noqa: E402
-from navro_adapters.sandbox import EchoServer, Fault, Sandbox  # noqa: E402
+from navro_adapters.aiohttp import AiohttpTransport, NavroAuthMiddleware
+from navro_adapters.sandbox import EchoServer, Fault, Sandbox
 
-from .support import SECRET, assert_repr_is_safe, import_error_message, ping, recording_provider  # noqa: E402
+from .support import SECRET, assert_repr_is_safe, import_error_message, ping, recording_provider
 
 
 def navro_session(source: Any, **kwargs: Any) -> Any:

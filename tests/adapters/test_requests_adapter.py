@@ -13,7 +13,8 @@ import tempfile
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
-import requests
+
+requests = pytest.importorskip("requests", reason="the requests adapter tests need requests")
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 

@@ -119,7 +119,14 @@ def run_fleet(provider: TokenProvider, config: Dict[str, Any]) -> Dict[str, Any]
     ping_url = provider.credentials.base_url + "/v1/ping"
     end_at = time.monotonic() + config["duration"]
     lock = threading.Lock()
-    totals = {"calls": 0, "pings": 0, "ping_401s": 0, "ping_errors": 0, "errors": 0}
+    totals = {
+        "calls": 0,
+        "served_expired": 0,
+        "pings": 0,
+        "ping_401s": 0,
+        "ping_errors": 0,
+        "errors": 0,
+    }
     fingerprints: set[str] = set()
 
     def loop(index: int) -> None:
@@ -134,6 +141,8 @@ def run_fleet(provider: TokenProvider, config: Dict[str, Any]) -> Dict[str, Any]
                 counts["errors"] += 1
                 time.sleep(THINK_TIME)
                 continue
+            if time.monotonic() >= token.expires_at:
+                counts["served_expired"] += 1  # the provider's promise, whatever the load
             counts["calls"] += 1
             seen.add(token.fingerprint)
             if time.monotonic() >= next_ping:
