@@ -13,6 +13,8 @@ from typing import Iterator, List
 import pytest
 from hypothesis import HealthCheck, settings
 
+pytest_plugins = ["pytester"]  # tests/test_testing_plugin.py runs inner pytest sessions
+
 settings.register_profile("default", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile(
     "ci",
