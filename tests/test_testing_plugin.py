@@ -8,7 +8,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-USER_TESTS = '''
+USER_TESTS = """
 import json
 import urllib.request
 
@@ -35,7 +35,7 @@ def test_factory_takes_settings(navro_sandbox_factory):
 
 def test_each_test_gets_a_fresh_sandbox(navro_sandbox):
     assert navro_sandbox.stats().token_requests == 0
-'''
+"""
 
 
 def test_fixtures_serve_a_users_test_suite(
