@@ -12,9 +12,10 @@ aiohttp runs a session's middlewares once per request *and once per redirect hop
 a fresh request built from the caller's headers, so the middleware decides for every hop on its
 own whether that URL may carry the token.
 
-With :class:`~navro_adapters.Credentials`, token requests are sent on the session of the request
-that needs the token, with ``middlewares=()`` (so they never pass through this middleware) and
-redirects off: the user's connector, proxy, TLS and trace settings apply. With a shared
+With :class:`~navro_adapters.Credentials`, token requests are sent on a private session modelled
+on the session of the request that needs the token (its ``trust_env`` and TLS setting), so they
+never pass through this middleware and never queue behind API requests for a pooled connection;
+redirects are off. With a shared
 :class:`~navro_adapters.TokenProvider`, the provider's own transports are used, so one token
 serves every HTTP stack in the process.
 """
@@ -57,12 +58,18 @@ _NOTHING: Dict[str, bool] = {}
 
 
 class AiohttpTransport:
-    """An async transport (see :mod:`navro_adapters.transport`) on one ``ClientSession``.
+    """An async transport (see :mod:`navro_adapters.transport`) modelled on a ``ClientSession``.
 
-    The token POST goes through the session with ``middlewares=()``, so it can never recurse
-    into an auth middleware, with redirects off (a redirect would carry the client secret
-    elsewhere) and ``raise_for_status`` off (an error status is a response for the core to
-    parse). The session is held weakly: a transport never keeps a closed session alive.
+    The token POST goes out on a short-lived private session, not through the caller's pool:
+    under load every pooled connection is busy with API requests, and a token request queued
+    behind them would starve until the token expired and stalled every caller (measured: the
+    refresh ahead missed its window at each rotation with 200 tasks on a pool of 200). The
+    private session takes the caller's ``trust_env`` (proxies from the environment) and TLS
+    setting, never passes through any middleware, never follows redirects (a redirect would
+    carry the client secret elsewhere) and does not raise for status (an error status is a
+    response for the core to parse). A token request happens about once per token lifetime,
+    so a new session each time costs nothing that matters and belongs to the running loop.
+    The caller's session is held weakly: a transport never keeps a closed session alive.
     """
 
     __slots__ = ("_session_ref",)
@@ -74,17 +81,25 @@ class AiohttpTransport:
         session = self._session_ref()
         if session is None or session.closed:
             raise TransportError("token request failed: the aiohttp session is closed")
+        # The caller's TLS choice (a custom SSLContext, or verification off for a test proxy);
+        # aiohttp has no public accessor for it, so the default applies when it is not there.
+        ssl_setting = getattr(session.connector, "_ssl", True)
         try:
-            async with session.request(
-                request.method,
-                request.url,
-                headers=dict(request.headers),
-                data=request.body,
-                allow_redirects=False,
-                raise_for_status=False,
-                middlewares=(),
-                timeout=aiohttp.ClientTimeout(total=timeout),
-            ) as response:
+            async with (
+                aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(ssl=ssl_setting, force_close=True),
+                    trust_env=session.trust_env,
+                ) as private,
+                private.request(
+                    request.method,
+                    request.url,
+                    headers=dict(request.headers),
+                    data=request.body,
+                    allow_redirects=False,
+                    raise_for_status=False,
+                    timeout=aiohttp.ClientTimeout(total=timeout),
+                ) as response,
+            ):
                 body = await response.read()
                 return TransportResponse.build(response.status, response.headers.items(), body)
         except (asyncio.TimeoutError, TimeoutError) as exc:

@@ -400,3 +400,25 @@ def test_retry_policy_of_a_given_provider_is_respected(sandbox: Sandbox) -> None
 
     asyncio.run(run())
     assert sandbox.stats().token_requests == 1
+
+
+async def test_token_requests_never_wait_for_the_callers_connection_pool(sandbox: Sandbox) -> None:
+    # Under load every pooled connection is busy with API requests; a token request queued
+    # behind them would miss the refresh-ahead window. Hold the session's only connection with
+    # a slow API call and check that a needed token is still fetched at once.
+    middleware = NavroAuthMiddleware(sandbox.credentials())
+    connector = aiohttp.TCPConnector(limit=1)
+    async with aiohttp.ClientSession(connector=connector, middlewares=(middleware,)) as session:
+        assert (await get(session, ping(sandbox)))[0] == 200
+        sandbox.enqueue_api_faults(Fault.delay(1.5))
+        slow = asyncio.ensure_future(get(session, ping(sandbox)))  # holds the one connection
+        await asyncio.sleep(0.2)
+        middleware.provider.invalidate(middleware.provider.token)  # the next request needs one
+        queued = asyncio.ensure_future(get(session, ping(sandbox)))
+        for _ in range(80):  # well before the slow call frees the connection
+            if sandbox.stats().token_requests == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert sandbox.stats().token_requests == 2
+        assert not slow.done(), "the connection was not held: the test proves nothing"
+        assert [r[0] for r in await asyncio.gather(slow, queued)] == [200, 200]
