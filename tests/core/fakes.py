@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
-from typing import Any, Callable, List, Optional, Union
+from typing import Any, Callable, Iterator, List, Optional, Union
 
 from navro_adapters import TokenRequest, TransportResponse
 from navro_adapters.errors import NavroAuthError
@@ -85,19 +86,25 @@ class ScriptedTransport:
             return step()
         return step
 
-    def __call__(self, request: TokenRequest, *, timeout: float) -> TransportResponse:
+    @contextlib.contextmanager
+    def _tracked(self, request: TokenRequest, timeout: float) -> Iterator[None]:
+        """Record a call and count it in flight while it lasts."""
         with self._lock:
             self.calls.append(request)
             self.timeouts.append(timeout)
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
-            if self.gate is not None:
-                assert self.gate.wait(30), "test gate never opened"
-            return self.next_response()
+            yield
         finally:
             with self._lock:
                 self.in_flight -= 1
+
+    def __call__(self, request: TokenRequest, *, timeout: float) -> TransportResponse:
+        with self._tracked(request, timeout):
+            if self.gate is not None:
+                assert self.gate.wait(30), "test gate never opened"
+            return self.next_response()
 
 
 class AsyncScriptedTransport(ScriptedTransport):
@@ -110,20 +117,12 @@ class AsyncScriptedTransport(ScriptedTransport):
     async def __call__(  # type: ignore[override]
         self, request: TokenRequest, *, timeout: float
     ) -> TransportResponse:
-        with self._lock:
-            self.calls.append(request)
-            self.timeouts.append(timeout)
-            self.in_flight += 1
-            self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        try:
+        with self._tracked(request, timeout):
             if self.async_gate is not None:
                 await self.async_gate.wait()
             else:
                 await asyncio.sleep(0.01)
             return self.next_response()
-        finally:
-            with self._lock:
-                self.in_flight -= 1
 
 
 def raise_(exc: NavroAuthError) -> Callable[[], TransportResponse]:
