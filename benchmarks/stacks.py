@@ -225,7 +225,37 @@ class AsyncDriver(Protocol):
 # -- sync drivers -------------------------------------------------------------------------------
 
 
-class RequestsDriver:
+class _SyncDriverBase:
+    """What both sync drivers share: an optional priming step before the first call, and
+    extra closers (private token sessions) run before the client itself closes."""
+
+    ids: AuthIds
+
+    def __init__(
+        self,
+        target: Target,
+        prime: Optional[Callable[[], object]],
+        closers: Tuple[Callable[[], object], ...],
+    ) -> None:
+        self.url = target.ping_url
+        self.ids = AuthIds()
+        self._prime = prime
+        self._closers = closers
+
+    def call(self) -> CallResult:
+        raise NotImplementedError
+
+    def warm(self) -> CallResult:
+        if self._prime is not None:
+            self._prime()
+        return self.call()
+
+    def _close_extras(self) -> None:
+        for closer in self._closers:
+            closer()
+
+
+class RequestsDriver(_SyncDriverBase):
     """Threads sharing one ``requests.Session`` (pool sized for them)."""
 
     def __init__(
@@ -242,17 +272,9 @@ class RequestsDriver:
             pool_connections=1, pool_maxsize=target.config.pool_size
         )
         session.mount("http://", adapter)
+        super().__init__(target, prime, closers)
         self.session = session
-        self.url = target.ping_url
         self.timeout = target.config.request_timeout
-        self.ids = AuthIds()
-        self._prime = prime
-        self._closers = closers
-
-    def warm(self) -> CallResult:
-        if self._prime is not None:
-            self._prime()
-        return self.call()
 
     def call(self) -> CallResult:
         try:
@@ -264,12 +286,11 @@ class RequestsDriver:
             return 0, 0, type(exc).__name__
 
     def close(self) -> None:
-        for closer in self._closers:
-            closer()
+        self._close_extras()
         self.session.close()
 
 
-class HttpxDriver:
+class HttpxDriver(_SyncDriverBase):
     """Threads sharing one httpx/httpx2 ``Client``."""
 
     def __init__(
@@ -280,16 +301,8 @@ class HttpxDriver:
         prime: Optional[Callable[[], object]] = None,
         closers: Tuple[Callable[[], object], ...] = (),
     ) -> None:
+        super().__init__(target, prime, closers)
         self.client = client
-        self.url = target.ping_url
-        self.ids = AuthIds()
-        self._prime = prime
-        self._closers = closers
-
-    def warm(self) -> CallResult:
-        if self._prime is not None:
-            self._prime()
-        return self.call()
 
     def call(self) -> CallResult:
         try:
@@ -300,8 +313,7 @@ class HttpxDriver:
             return 0, 0, type(exc).__name__
 
     def close(self) -> None:
-        for closer in self._closers:
-            closer()
+        self._close_extras()
         self.client.close()
 
 
