@@ -43,7 +43,7 @@ class Sleep:
 
 @dataclass(frozen=True)
 class StoreCall:
-    method: str  # a TokenStore method name; the async driver calls "a" + method
+    method: str  # a TokenStore method name
     args: Tuple[Any, ...]
 
 
@@ -286,7 +286,8 @@ async def drive_async(flow: Flow, transport: AsyncTransport, store: Optional[Tok
                 await asyncio.sleep(action.seconds)
             else:
                 assert store is not None
-                call = getattr(store, "a" + action.method)(*action.args)
+                # Stores are sync: the call runs on a worker thread, never on the loop.
+                call = asyncio.to_thread(getattr(store, action.method), *action.args)
                 value = await asyncio.wait_for(call, STORE_CALL_TIMEOUT)
         except Exception as exc:
             error = _as_error(action, exc)
