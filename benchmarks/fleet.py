@@ -76,22 +76,6 @@ class CountingStore:
         self._count()
         self.inner.unlock(key, owner)
 
-    async def aload(self, key: str) -> Optional[TokenRecord]:
-        self._count()
-        return await self.inner.aload(key)
-
-    async def asave(self, key: str, record: TokenRecord, ttl: float) -> None:
-        self._count()
-        await self.inner.asave(key, record, ttl)
-
-    async def atry_lock(self, key: str, owner: str, ttl: float) -> bool:
-        self._count()
-        return await self.inner.atry_lock(key, owner, ttl)
-
-    async def aunlock(self, key: str, owner: str) -> None:
-        self._count()
-        await self.inner.aunlock(key, owner)
-
 
 def _build_store(spec: Dict[str, Any]) -> Optional[TokenStore]:
     if spec["kind"] == "file":

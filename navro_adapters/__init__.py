@@ -6,6 +6,7 @@ modules and import theirs: ``navro_adapters.requests``, ``navro_adapters.httpx``
 """
 
 from ._version import __version__
+from .auth import RequestAuth
 from .clock import Clock, SystemClock
 from .credentials import ENVIRONMENTS, Credentials, OriginScope
 from .errors import (
@@ -47,6 +48,7 @@ __all__ = [
     "OriginScope",
     "ProviderStats",
     "RefreshPolicy",
+    "RequestAuth",
     "RetryPolicy",
     "SyncTransport",
     "SystemClock",

@@ -13,7 +13,7 @@ import asyncio
 import random
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable, Generator, Optional, Tuple, Union
+from typing import Any, Awaitable, Callable, Generator, Optional, Tuple, Union
 
 from ._log import logger
 from .clock import Clock
@@ -270,7 +270,12 @@ def drive_sync(
     return runner.token
 
 
-async def drive_async(flow: Flow, transport: AsyncTransport, store: Optional[TokenStore]) -> Token:
+async def drive_async(
+    flow: Flow,
+    transport: AsyncTransport,
+    store: Optional[TokenStore],
+    sleep: Callable[[float], Awaitable[None]],
+) -> Token:
     """Run a flow on the running event loop; nothing here blocks it."""
     runner = _Runner(flow)
     value: Any = None
@@ -283,7 +288,7 @@ async def drive_async(flow: Flow, transport: AsyncTransport, store: Optional[Tok
                 sent = transport(action.request, timeout=action.timeout)
                 value = _checked(await asyncio.wait_for(sent, action.timeout))
             elif isinstance(action, Sleep):
-                await asyncio.sleep(action.seconds)
+                await sleep(action.seconds)
             else:
                 assert store is not None
                 # Stores are sync: the call runs on a worker thread, never on the loop.

@@ -7,6 +7,7 @@ absolute expiry instants with other processes through a token store.
 
 from __future__ import annotations
 
+import asyncio
 import time as _time
 from typing import Protocol
 
@@ -21,7 +22,10 @@ class Clock(Protocol):
         """Seconds since the Unix epoch (wall clock)."""
 
     def sleep(self, seconds: float) -> None:
-        """Block the calling thread (sync path only; the async path uses asyncio.sleep)."""
+        """Block the calling thread (the sync path's backoff and store polling)."""
+
+    async def asleep(self, seconds: float) -> None:
+        """Wait without blocking the event loop (the async path's backoff and polling)."""
 
 
 class SystemClock:
@@ -30,6 +34,7 @@ class SystemClock:
     monotonic = staticmethod(_time.monotonic)
     time = staticmethod(_time.time)
     sleep = staticmethod(_time.sleep)
+    asleep = staticmethod(asyncio.sleep)
 
     def __repr__(self) -> str:
         return "SystemClock()"

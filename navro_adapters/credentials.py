@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
-from typing import Iterable, Mapping, Optional, Tuple
+from typing import Iterable, Mapping, Optional, Set, Tuple
 from urllib.parse import quote, urlsplit
 
 from .errors import ConfigurationError
@@ -123,6 +123,19 @@ def origin_of(url: str) -> Tuple[str, str, int]:
     return scheme, host, port
 
 
+def _host_forms(host: str) -> Tuple[str, ...]:
+    """``host`` and, for an internationalised name, its other (IDNA or Unicode) form."""
+    forms = {host}
+    try:
+        if host.isascii():
+            forms.add(host.encode("ascii").decode("idna").lower())
+        else:
+            forms.add(host.encode("idna").decode("ascii").lower())
+    except UnicodeError:
+        pass
+    return tuple(forms)
+
+
 class OriginScope:
     """The set of origins a token may be sent to: the API base plus explicit extras.
 
@@ -130,19 +143,37 @@ class OriginScope:
     to any other origin never carries it.
     """
 
-    __slots__ = ("_origins",)
+    __slots__ = ("_origins", "_parsed")
 
     def __init__(self, base_url: str, extra_origins: Iterable[str] = ()) -> None:
         origins = {origin_of(base_url)}
         for extra in extra_origins:
             origins.add(origin_of(_check_url("extra_origins", extra)))
         self._origins = frozenset(origins)
+        # As HTTP libraries hand parsed URLs over: the port None for the scheme's default, the
+        # host in its ASCII (IDNA) form and, where it differs, its Unicode form.
+        parsed: Set[Tuple[str, str, Optional[int]]] = set(origins)
+        for scheme, host, port in origins:
+            for form in _host_forms(host):
+                parsed.add((scheme, form, port))
+                if port == _DEFAULT_PORTS.get(scheme):
+                    parsed.add((scheme, form, None))
+        self._parsed: frozenset[Tuple[str, str, Optional[int]]] = frozenset(parsed)
 
     def allows(self, url: str) -> bool:
+        """Whether ``url`` (an absolute URL string) is on one of the origins."""
         try:
             return origin_of(url) in self._origins
         except ValueError:
             return False
+
+    def allows_origin(self, scheme: str, host: str, port: Optional[int]) -> bool:
+        """:meth:`allows` for a URL already parsed by an HTTP library (``port`` ``None``: the
+        scheme's default; ``host`` in either case, ASCII or Unicode form)."""
+        key = (scheme, host, port)
+        if key in self._parsed:  # the usual case: already lower-case
+            return True
+        return (scheme.lower(), host.lower(), port) in self._parsed
 
     def __repr__(self) -> str:
         shown = sorted(f"{s}://{h}:{p}" for s, h, p in self._origins)

@@ -60,7 +60,7 @@ def _run_requests(source: Source, url: str, count: int) -> List[int]:
     from .requests import NavroAuth
 
     with requests.Session() as session:
-        session.auth = NavroAuth(source)
+        session.auth = NavroAuth(source, session=session)
         return _threads(lambda: session.get(url, timeout=10).status_code, count)
 
 

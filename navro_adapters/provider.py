@@ -21,7 +21,7 @@ import threading
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import List, Optional, Tuple, Union
+from typing import Awaitable, Callable, List, Optional, Tuple, Union
 
 from ._flow import FlowContext, acquisition_flow, drive_async, drive_sync
 from ._log import logger
@@ -147,10 +147,13 @@ class TokenProvider:
     coroutines on any number of event loops, in any mix. At most one token request is in
     flight at a time, and every waiter gets its result or its error.
 
-    ``transport`` (sync) defaults to the standard library; ``async_transport`` is used by
-    :meth:`aget_token` when given, otherwise the sync transport runs on a worker thread so the
-    event loop never blocks. ``store`` shares the token between processes (see
-    :mod:`navro_adapters.store`); ``clock`` and ``rng`` are injectable for tests.
+    Which client sends a token request, in this order (the one rule every adapter follows):
+    this provider's own ``transport`` / ``async_transport`` when given; else the transport the
+    caller passes (adapters pass the client they send on, or the one you named for token
+    requests); else the standard library's :class:`~navro_adapters.UrllibTransport`. A sync
+    transport used from a coroutine runs on a worker thread, so the event loop never blocks.
+    ``store`` shares the token between processes (see :mod:`navro_adapters.store`); ``clock``
+    and ``rng`` are injectable for tests (both paths sleep through the clock).
     """
 
     def __init__(
@@ -173,14 +176,19 @@ class TokenProvider:
                 f"must be navro_adapters.Credentials, not {type(credentials).__name__}",
             )
         self.credentials = credentials
-        self.transport: SyncTransport = transport if transport is not None else UrllibTransport()
+        self.transport = transport
         self.async_transport = async_transport
+        self._default_transport: Optional[SyncTransport] = None
         self.refresh_policy = refresh_policy or RefreshPolicy()
         self.retry_policy = retry_policy or RetryPolicy()
         self.store = store
         self.store_wait = self.retry_policy.deadline if store_wait is None else float(store_wait)
         self.store_clock_skew = store_clock_skew
         self.clock: Clock = clock or SYSTEM_CLOCK
+        # A clock written before asleep joined the protocol sleeps for real on the async path.
+        self._asleep: Callable[[float], Awaitable[None]] = getattr(
+            self.clock, "asleep", asyncio.sleep
+        )
         self._rng = rng or random.Random()
         self.stats = ProviderStats()
         self._lock = threading.Lock()
@@ -199,6 +207,11 @@ class TokenProvider:
         entry = self._entry
         return entry[2] if entry is not None else None
 
+    @property
+    def fetching(self) -> bool:
+        """Whether a token acquisition (a fetch or a refresh ahead) is under way right now."""
+        return self._flight is not None
+
     def fresh_token(self) -> Optional[Token]:
         """The cached token if it is FRESH, else ``None``; never waits, fetches or locks.
 
@@ -213,8 +226,8 @@ class TokenProvider:
     def get_token(self, *, transport: Optional[SyncTransport] = None) -> Token:
         """A valid token, from memory when possible. Blocks only when none is valid.
 
-        ``transport`` is used instead of the provider's own if this call has to send the
-        token request. Raises a :class:`~navro_adapters.errors.NavroAuthError`.
+        ``transport`` sends the token request if this call has to make one and the provider
+        has no transport of its own. Raises a :class:`~navro_adapters.errors.NavroAuthError`.
         """
         entry = self._entry
         if entry is not None and self.clock.monotonic() < entry[0]:
@@ -288,6 +301,15 @@ class TokenProvider:
             give_up_at += self.store_wait
         return _Flight(refresh=refresh, give_up_at=give_up_at)
 
+    def _sync_transport(self, via: Optional[SyncTransport]) -> SyncTransport:
+        """The transport for a token request: ours, else the caller's, else the default."""
+        chosen = self.transport or via
+        if chosen is None:
+            chosen = self._default_transport
+            if chosen is None:
+                chosen = self._default_transport = UrllibTransport()
+        return chosen
+
     def _context(self, *, refresh: bool) -> FlowContext:
         return FlowContext(
             refresh=refresh,
@@ -352,7 +374,7 @@ class TokenProvider:
         try:
             token = drive_sync(
                 acquisition_flow(self._context(refresh=flight.refresh)),
-                transport or self.transport,
+                self._sync_transport(transport),
                 self.store,
                 self.clock.sleep,
             )
@@ -395,7 +417,7 @@ class TokenProvider:
     def _fetch_outside_flight(self, transport: Optional[SyncTransport]) -> Token:
         token = drive_sync(
             acquisition_flow(self._context(refresh=False)),
-            transport or self.transport,
+            self._sync_transport(transport),
             self.store,
             self.clock.sleep,
         )
@@ -409,7 +431,10 @@ class TokenProvider:
     async def _run_flight_async(self, flight: _Flight, transport: AsyncTransport) -> None:
         try:
             token = await drive_async(
-                acquisition_flow(self._context(refresh=flight.refresh)), transport, self.store
+                acquisition_flow(self._context(refresh=flight.refresh)),
+                transport,
+                self.store,
+                self._asleep,
             )
         except NavroAuthError as exc:
             self._complete(flight, _Outcome(error=exc))
@@ -421,10 +446,12 @@ class TokenProvider:
             self._complete(flight, _Outcome(token=token))
 
     def _start_async(self, flight: _Flight, transport: Optional[AsyncTransport]) -> None:
-        transport = transport or self.async_transport
-        if transport is None:
-            # No async transport: the sync one runs on its own thread, off every event loop.
-            self._start_thread(flight, None)
+        # Our own transports first (the async one, else the sync one on a thread), then the
+        # caller's; with none at all, the default sync transport on a thread.
+        if self.async_transport is not None:
+            transport = self.async_transport
+        elif self.transport is not None or transport is None:
+            self._start_thread(flight, None)  # off every event loop
             return
         loop = asyncio.get_running_loop()
         flight.loop_thread = threading.get_ident()

@@ -5,14 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import requests.adapters
+from authlib.integrations.httpx_client import OAuth2Client
 
 from navro_adapters import TokenProvider
-from navro_adapters.authlib import (
-    _httpx,
-    async_oauth2_client,
-    oauth2_client,
-    oauth2_session,
-)
+from navro_adapters._httpx_flavours import FLAVOURS
+from navro_adapters.authlib import async_oauth2_client, oauth2_client, oauth2_session
 
 from .drivers import (
     HTTPX_STYLE,
@@ -26,6 +23,8 @@ from .drivers import (
     result_of,
 )
 
+#: The httpx flavour Authlib's clients are built on (httpx2 for recent Authlib releases).
+_httpx = next(f.module for f in FLAVOURS if issubclass(OAuth2Client, f.module.Client))
 CLIENT_TIMEOUT = 30.0  # seconds; generous, so a loaded CI machine never times a request out
 
 

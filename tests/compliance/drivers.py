@@ -62,8 +62,6 @@ class Driver(abc.ABC):
     name: str
     #: "threads" or "tasks": how request_many runs its requests at once
     concurrency: str
-    #: can this flavour resend after a 401 (False only where the library gives no hook)
-    supports_401_retry: bool = True
 
     @abc.abstractmethod
     def open(self, source: AuthSource, **adapter_kwargs: Any) -> None:
@@ -292,6 +290,23 @@ DRIVERS: Dict[str, str] = {
     "authlib-httpx": "tests.compliance.driver_authlib:AuthlibHttpxDriver",
     "authlib-async": "tests.compliance.driver_authlib:AuthlibAsyncDriver",
 }
+
+
+#: The HTTP libraries a flavour may need; only their absence lets a flavour be skipped.
+LIBRARIES = frozenset({"requests", "httpx", "httpx2", "aiohttp", "authlib"})
+_INSTALL_HINT = "pip install 'navro-adapters["
+
+
+def library_missing(exc: BaseException) -> bool:
+    """Whether an ImportError means an HTTP library is not installed (not a broken import)."""
+    error: Optional[BaseException] = exc
+    while error is not None:
+        if isinstance(error, ModuleNotFoundError) and (error.name or "").split(".")[0] in LIBRARIES:
+            return True
+        if type(error) is ImportError and _INSTALL_HINT in str(error):
+            return True
+        error = error.__cause__
+    return False
 
 
 def load_driver(name: str) -> Callable[[], Driver]:

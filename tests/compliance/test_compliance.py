@@ -16,7 +16,7 @@ import pytest
 from navro_adapters import InvalidClientError, NavroAuthError, TokenProvider
 from navro_adapters.sandbox import EchoServer, Sandbox
 
-from .drivers import DRIVERS, Driver, load_driver
+from .drivers import DRIVERS, Driver, library_missing, load_driver
 
 SECRET = "compliance-secret-value-0123456789"
 
@@ -26,6 +26,8 @@ def driver_factory(request: pytest.FixtureRequest) -> object:
     try:
         return load_driver(request.param)
     except ImportError as exc:
+        if not library_missing(exc):
+            raise  # a broken adapter or driver must fail, never hide behind a skip
         pytest.skip(f"{request.param}: {exc}")
 
 
@@ -130,8 +132,6 @@ def test_secret_reset_surfaces_invalid_client(driver: Driver, sandbox: Sandbox) 
 def test_api_that_always_answers_401_is_tried_exactly_twice(
     driver: Driver, sandbox: Sandbox
 ) -> None:
-    if not driver.supports_401_retry:
-        pytest.fail(f"{driver.name} does not resend after a 401")
     sandbox.set_api_always_401(True)
     result = driver.request("GET", ping(sandbox))
     assert result.error is None, result.error
@@ -212,8 +212,7 @@ def test_shared_provider_serves_every_flavour(driver_factory: object, sandbox: S
         assert_all_ok(drv.request_many("GET", [ping(sandbox)] * 10))
     finally:
         drv.close()
-    assert provider.get_token() is not None
-    assert sandbox.stats().token_requests == 1
+    assert provider.stats.token_requests == sandbox.stats().token_requests == 1
 
 
 def test_provider_options_reach_the_adapters_own_provider(

@@ -32,6 +32,10 @@ class FakeClock:
             self.sleeps.append(seconds)
             self._now += seconds
 
+    async def asleep(self, seconds: float) -> None:
+        self.sleep(seconds)
+        await asyncio.sleep(0)  # a real yield, so other tasks run as they would
+
     def advance(self, seconds: float) -> None:
         with self._lock:
             self._now += seconds

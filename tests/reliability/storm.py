@@ -70,8 +70,7 @@ async def _storm(call: Any, provider: TokenProvider, rng: random.Random) -> Dict
         "distinct_results": len(set(values)),
         "errors": errors[:3],
         "pending_tasks": len(pending),
-        "provider_tasks": len(provider._tasks),
-        "flight_left": provider._flight is not None,
+        "flight_left": provider.fetching,
     }
 
 

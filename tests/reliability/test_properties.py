@@ -426,10 +426,10 @@ class ProviderMachine(RuleBasedStateMachine):
         )
         # A background refresh may still be publishing its outcome: give it a moment.
         deadline = time.monotonic() + REAL_WAIT
-        while self.provider._flight is not None and time.monotonic() < deadline:
+        while self.provider.fetching and time.monotonic() < deadline:
             self.gate.release_oldest("ok")
             time.sleep(0.002)
-        assert self.provider._flight is None, "a flight outlived every fetch"
+        assert not self.provider.fetching, "a flight outlived every fetch"
         self.threads = []
         self.task_handles = []
 
