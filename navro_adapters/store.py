@@ -3,12 +3,16 @@
 A :class:`~navro_adapters.TokenProvider` keeps its in-memory copy as the fast path and turns to
 its store only when that copy is missing, stale or invalidated, never on every request. A store
 holds JSON-able records (:meth:`Token.to_record`) with absolute wall-clock instants, and a lock
-per key whose holder is the one process allowed to fetch. Any exception a store raises is
-caught by the provider, logged as a warning, and the provider carries on without the store:
-a store is never a single point of failure.
+per key whose holder is the one process allowed to fetch. A store signals a failure by raising
+:class:`~navro_adapters.errors.TokenStoreError` (whose message carries no token or secret); the
+provider logs it as a warning and carries on without the store: a store is never a single
+point of failure.
 
-Every method has a sync and an async form; the provider calls the sync ones from threads and
-the async ones from coroutines, so an async store never blocks an event loop.
+The protocol is sync only. Sync callers run store calls on their own thread; for async callers
+the provider runs each call on a worker thread (``asyncio.to_thread``, bounded by a timeout),
+so a store never blocks an event loop. A store must therefore be thread-safe, and must not
+tie a lock to the thread that took it: ``unlock`` may come from another thread than
+``try_lock``.
 """
 
 from __future__ import annotations
@@ -32,12 +36,4 @@ class TokenStore(Protocol):
         """Take the refresh lock for ``key`` if free; it expires by itself after ``ttl`` s."""
 
     def unlock(self, key: str, owner: str) -> None:
-        """Release the refresh lock if ``owner`` still holds it (compare-and-delete)."""
-
-    async def aload(self, key: str) -> Optional[TokenRecord]: ...
-
-    async def asave(self, key: str, record: TokenRecord, ttl: float) -> None: ...
-
-    async def atry_lock(self, key: str, owner: str, ttl: float) -> bool: ...
-
-    async def aunlock(self, key: str, owner: str) -> None: ...
+        """Release the refresh lock if ``owner`` still holds it; never a successor's lock."""

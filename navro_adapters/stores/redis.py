@@ -1,9 +1,10 @@
 """A token store in Redis, shared by every process and host of a fleet.
 
 The token is stored with a server-side expiry (``SET key value PX ms``), so Redis drops it
-when it ends; the refresh lock is ``SET lockkey owner NX PX ms``, which expires by itself if
-its holder dies, and is released by a compare-and-delete script so a holder whose lock
-expired and was taken over never deletes its successor's lock.
+when it ends. The refresh lock is redis-py's own :class:`redis.lock.Lock`: taken as
+``SET lockkey owner NX PX ms``, so it expires by itself if its holder dies, and released by
+redis-py's token-checked script, so a holder whose lock expired and was taken over never
+deletes its successor's lock.
 
 redis-py is imported when the first :class:`RedisStore` is constructed, not with this module:
 ``import navro_adapters`` stays light, and works without redis-py installed. Constructing a
@@ -12,12 +13,12 @@ redis-py is imported when the first :class:`RedisStore` is constructed, not with
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
+import inspect
 import json
 import math
 import threading
-import weakref
-from typing import Any, Awaitable, Callable, Optional, TypeVar
+from typing import Any, Callable, Dict, Optional, Tuple, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from .._log import logger
@@ -34,12 +35,6 @@ SOCKET_TIMEOUT = 0.5  # seconds for a command's reply
 SOCKET_CONNECT_TIMEOUT = 0.5  # seconds to connect
 COMMAND_RETRIES = 0  # redis-py's own retries would multiply the stall; the provider copes
 
-# Compare-and-delete: only the owner that set the lock may release it.
-UNLOCK_SCRIPT = (
-    "if redis.call('get', KEYS[1]) == ARGV[1] then "
-    "return redis.call('del', KEYS[1]) else return 0 end"
-)
-
 _T = TypeVar("_T")
 
 
@@ -49,19 +44,17 @@ class _RedisPy:
     def __init__(self) -> None:
         try:
             import redis
-            import redis.asyncio
-            from redis.asyncio.retry import Retry as AsyncRetry
             from redis.backoff import NoBackoff
+            from redis.exceptions import LockError
             from redis.retry import Retry
         except ImportError as exc:
             raise ImportError(
                 f"RedisStore needs redis-py; install it with: {INSTALL_HINT}"
             ) from exc
         self.Redis: Any = redis.Redis
-        self.AsyncRedis: Any = redis.asyncio.Redis
         self.RedisError: Any = redis.RedisError
+        self.LockError: Any = LockError
         self.Retry: Any = Retry
-        self.AsyncRetry: Any = AsyncRetry
         self.NoBackoff: Any = NoBackoff
 
 
@@ -98,49 +91,41 @@ def _milliseconds(ttl: float) -> int:
 class RedisStore:
     """Share tokens between processes and hosts through Redis (redis-py 4.2+).
 
-    ``client_or_url`` is a ``redis://`` / ``rediss://`` / ``unix://`` URL, a ``redis.Redis``
-    or a ``redis.asyncio.Redis``. From a URL both clients are built lazily, with short socket
-    timeouts and no client-side retries; the async one once per event loop, since a redis-py
-    asyncio connection belongs to the loop it was opened on. Explicit clients are used as
-    given (set their timeouts: the store waits as long as they do). Without an async client,
-    the async methods run the sync client on a worker thread; with only an async client, the
-    sync methods fail with :class:`~navro_adapters.errors.TokenStoreError` (the provider then
-    fetches directly).
+    ``client_or_url`` is a ``redis://`` / ``rediss://`` / ``unix://`` URL or a sync
+    ``redis.Redis``. From a URL the client is built lazily, with short socket timeouts and no
+    client-side retries. An explicit client is used as given (set its timeouts: the store
+    waits as long as it does). An asyncio client is refused: async callers need none, the
+    provider runs store calls on a worker thread.
 
     Keys are ``key_prefix + "token:" + key`` and ``key_prefix + "lock:" + key``. Every method
-    raises :class:`~navro_adapters.errors.TokenStoreError` when Redis fails.
+    raises :class:`~navro_adapters.errors.TokenStoreError` when Redis fails. Thread-safe: a
+    lock may be released from another thread than the one that took it.
     """
 
-    def __init__(
-        self,
-        client_or_url: Any,
-        *,
-        key_prefix: str = DEFAULT_KEY_PREFIX,
-        async_client: Any = None,
-    ) -> None:
+    def __init__(self, client_or_url: Any, *, key_prefix: str = DEFAULT_KEY_PREFIX) -> None:
         self._redis_py = _require_redis()
         if not isinstance(key_prefix, str):
             raise ConfigurationError("key_prefix", "must be a string")
         self.key_prefix = key_prefix
         self._url: Optional[str] = None
         self._client: Any = None
-        self._async_client: Any = async_client
         if isinstance(client_or_url, str):
             if not client_or_url.strip():
                 raise ConfigurationError("client_or_url", "must be a Redis URL or client")
             self._url = client_or_url.strip()
-        elif isinstance(client_or_url, self._redis_py.AsyncRedis):
-            if async_client is not None:
-                raise ConfigurationError("async_client", "given twice")
-            self._async_client = client_or_url
-        elif client_or_url is not None:
-            self._client = client_or_url
-        elif async_client is None:
+        elif client_or_url is None:
             raise ConfigurationError("client_or_url", "must be a Redis URL or client")
+        elif inspect.iscoroutinefunction(getattr(client_or_url, "execute_command", None)):
+            raise ConfigurationError(
+                "client_or_url",
+                "is an asyncio client; pass a redis.Redis (async callers need no async client)",
+            )
+        else:
+            self._client = client_or_url
         self._build_lock = threading.Lock()
-        self._async_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
-            weakref.WeakKeyDictionary()
-        )
+        # The redis-py Lock each key's refresh lock was taken with, and by which owner.
+        self._held: Dict[str, Tuple[str, Any]] = {}
+        self._held_lock = threading.Lock()
         self._corrupt_logged = False
 
     def __repr__(self) -> str:
@@ -162,73 +147,51 @@ class RedisStore:
         )
 
     def try_lock(self, key: str, owner: str, ttl: float) -> bool:
-        """``SET lock owner NX PX ttl``: taken if free; Redis frees it after ``ttl`` seconds."""
-        return bool(
-            self._sync(
-                "try_lock",
-                lambda client: client.set(
-                    self._lock_key(key), owner, nx=True, px=_milliseconds(ttl)
-                ),
+        """Take the refresh lock if free, ``owner`` as its token; Redis frees it after ``ttl`` s."""
+
+        def acquire(client: Any) -> Any:
+            # thread_local=False: the unlock may run on another worker thread than this one.
+            lock = client.lock(
+                self._lock_key(key), timeout=_milliseconds(ttl) / 1000.0, thread_local=False
             )
-        )
+            return lock if lock.acquire(blocking=False, token=owner) else None
+
+        lock = self._sync("try_lock", acquire)
+        if lock is None:
+            return False
+        with self._held_lock:
+            self._held[key] = (owner, lock)
+        return True
 
     def unlock(self, key: str, owner: str) -> None:
-        """Delete the lock only if ``owner`` still holds it (one atomic script)."""
-        self._sync(
-            "unlock", lambda client: client.eval(UNLOCK_SCRIPT, 1, self._lock_key(key), owner)
-        )
+        """Release the lock ``owner`` took through this store, if Redis still has it as ``owner``'s.
 
-    async def aload(self, key: str) -> Optional[TokenRecord]:
-        if not self._has_async():
-            return await asyncio.to_thread(self.load, key)
-        raw = await self._async("load", lambda client: client.get(self._token_key(key)))
-        return self._decode(raw)
+        A lock that expired, and may now be a successor's, is left alone: redis-py's release
+        deletes the key only if it still holds ``owner``'s token.
+        """
+        with self._held_lock:
+            held = self._held.get(key)
+            if held is None or held[0] != owner:
+                return
+            del self._held[key]
+        lock = held[1]
 
-    async def asave(self, key: str, record: TokenRecord, ttl: float) -> None:
-        if not self._has_async():
-            await asyncio.to_thread(self.save, key, record, ttl)
-            return
-        value = json.dumps(record, separators=(",", ":"))
-        await self._async(
-            "save", lambda client: client.set(self._token_key(key), value, px=_milliseconds(ttl))
-        )
+        def release(_client: Any) -> None:
+            with contextlib.suppress(self._redis_py.LockError):  # expired: nothing of ours left
+                lock.release()
 
-    async def atry_lock(self, key: str, owner: str, ttl: float) -> bool:
-        if not self._has_async():
-            return await asyncio.to_thread(self.try_lock, key, owner, ttl)
-        return bool(
-            await self._async(
-                "try_lock",
-                lambda client: client.set(
-                    self._lock_key(key), owner, nx=True, px=_milliseconds(ttl)
-                ),
-            )
-        )
-
-    async def aunlock(self, key: str, owner: str) -> None:
-        if not self._has_async():
-            await asyncio.to_thread(self.unlock, key, owner)
-            return
-        await self._async(
-            "unlock", lambda client: client.eval(UNLOCK_SCRIPT, 1, self._lock_key(key), owner)
-        )
+        self._sync("unlock", release)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the sync client this store built from its URL (explicit clients are yours)."""
+        """Close the client this store built from its URL (an explicit client is yours)."""
+        if self._url is None:
+            return
         with self._build_lock:
-            client, self._client = (self._client, None) if self._url is not None else (None, None)
+            client, self._client = self._client, None
         if client is not None:
             client.close()
-
-    async def aclose(self) -> None:
-        """Close the async client this store built for the running loop, if any."""
-        with self._build_lock:
-            client = self._async_by_loop.pop(asyncio.get_running_loop(), None)
-        if client is not None:
-            closer = getattr(client, "aclose", None) or client.close
-            await closer()
 
     # -- plumbing -----------------------------------------------------------------------------
 
@@ -257,10 +220,7 @@ class RedisStore:
     def _sync_client(self) -> Any:
         if self._client is not None:
             return self._client
-        if self._url is None:
-            raise TokenStoreError(
-                "this RedisStore has only an async client; use it from coroutines"
-            )
+        assert self._url is not None  # an explicit client is never dropped
         with self._build_lock:
             if self._client is None:
                 try:
@@ -274,40 +234,9 @@ class RedisStore:
                     raise TokenStoreError(f"invalid Redis URL {_redact(self._url)!r}") from exc
             return self._client
 
-    def _has_async(self) -> bool:
-        return self._async_client is not None or self._url is not None
-
-    def _async_client_for_loop(self) -> Any:
-        if self._async_client is not None:
-            return self._async_client
-        assert self._url is not None
-        loop = asyncio.get_running_loop()
-        with self._build_lock:  # loops on several threads may build their clients at once
-            client = self._async_by_loop.get(loop)
-            if client is None:
-                try:
-                    redis_py = self._redis_py
-                    client = redis_py.AsyncRedis.from_url(
-                        self._url,
-                        socket_timeout=SOCKET_TIMEOUT,
-                        socket_connect_timeout=SOCKET_CONNECT_TIMEOUT,
-                        retry=redis_py.AsyncRetry(redis_py.NoBackoff(), COMMAND_RETRIES),
-                    )
-                except ValueError as exc:
-                    raise TokenStoreError(f"invalid Redis URL {_redact(self._url)!r}") from exc
-                self._async_by_loop[loop] = client
-        return client
-
     def _sync(self, operation: str, command: Callable[[Any], _T]) -> _T:
         client = self._sync_client()
         try:
             return command(client)
         except (self._redis_py.RedisError, OSError) as exc:
-            raise TokenStoreError(f"redis {operation} failed: {type(exc).__name__}") from exc
-
-    async def _async(self, operation: str, command: Callable[[Any], Awaitable[_T]]) -> _T:
-        client = self._async_client_for_loop()
-        try:
-            return await command(client)
-        except (self._redis_py.RedisError, OSError, asyncio.TimeoutError) as exc:
             raise TokenStoreError(f"redis {operation} failed: {type(exc).__name__}") from exc

@@ -67,20 +67,6 @@ class ReportingStore:
     def unlock(self, key: str, owner: str) -> None:
         self.inner.unlock(key, owner)
 
-    async def aload(self, key: str) -> Optional[TokenRecord]:
-        return await self.inner.aload(key)
-
-    async def asave(self, key: str, record: TokenRecord, ttl: float) -> None:
-        await self.inner.asave(key, record, ttl)
-
-    async def atry_lock(self, key: str, owner: str, ttl: float) -> bool:
-        taken = await self.inner.atry_lock(key, owner, ttl)
-        self._announce("LOCKED" if taken else "BLOCKED")
-        return taken
-
-    async def aunlock(self, key: str, owner: str) -> None:
-        await self.inner.aunlock(key, owner)
-
 
 def build_store(config: Dict[str, Any]) -> Optional[TokenStore]:
     kind = config["store"]

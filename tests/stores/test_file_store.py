@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List
 
+import filelock
 import pytest
 
 from navro_adapters import TokenProvider, TokenStore
@@ -90,6 +92,36 @@ def test_configuration_errors(tmp_path: Path) -> None:
     assert "tokens.json" in repr(FileStore(tmp_path / "tokens.json"))
 
 
+def _run(code: str, *args: str) -> str:
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    result = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+        check=True,
+    )
+    return result.stdout
+
+
+def test_without_filelock_constructing_names_the_extra(tmp_path: Path) -> None:
+    code = (
+        "import sys; sys.modules['filelock'] = None\n"
+        "from navro_adapters.stores import FileStore\n"
+        "try:\n"
+        "    FileStore(sys.argv[1])\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    assert "pip install 'navro-adapters[file]'" in _run(code, str(tmp_path / "t.json"))
+
+
+def test_importing_the_stores_does_not_import_filelock() -> None:
+    code = "import sys\nimport navro_adapters.stores\nprint('filelock' in sys.modules)\n"
+    assert _run(code).strip() == "False"
+
+
 # -- the refresh lock -----------------------------------------------------------------------------
 
 
@@ -142,6 +174,45 @@ def test_lock_threads_race_one_winner(store: FileStore) -> None:
         thread.join()
     assert len(winners) == 1
     store.unlock(KEY, winners[0])
+
+
+def test_unlock_from_another_thread_frees_the_os_lock(store: FileStore) -> None:
+    # The async driver runs each store call on a worker thread: lock and unlock may differ.
+    taken: List[bool] = []
+    locker = threading.Thread(target=lambda: taken.append(store.try_lock(KEY, "alice", 30)))
+    locker.start()
+    locker.join()
+    assert taken == [True]
+    peer = FileStore(store.path)  # another descriptor: it sees the OS lock, not our bookkeeping
+    assert not peer.try_lock(KEY, "bob", 30)
+    unlocker = threading.Thread(target=store.unlock, args=(KEY, "alice"))
+    unlocker.start()
+    unlocker.join()
+    assert peer.try_lock(KEY, "bob", 30)
+    peer.unlock(KEY, "bob")
+
+
+def test_a_stale_owners_unlock_never_frees_its_successors_lock(tmp_path: Path) -> None:
+    path = tmp_path / "t.json"
+    late, successor, third = FileStore(path), FileStore(path), FileStore(path)
+    assert late.try_lock(KEY, "alice", 0.2)
+    time.sleep(0.3)
+    assert successor.try_lock(KEY, "bob", 30)  # alice is alive but past her ttl: taken over
+    late.unlock(KEY, "alice")  # alice wakes up and releases what she thinks is hers
+    late.unlock(KEY, "alice")  # twice: still nothing of bob's is touched
+    assert not third.try_lock(KEY, "carol", 30)
+    assert not late.try_lock(KEY, "alice-again", 30)
+    successor.unlock(KEY, "bob")
+    assert third.try_lock(KEY, "carol", 30)
+    third.unlock(KEY, "carol")
+
+
+def test_the_holder_may_renew_its_lock(store: FileStore) -> None:
+    assert store.try_lock(KEY, "alice", 0.2)
+    assert store.try_lock(KEY, "alice", 30)  # the same owner again: a longer ttl, still held
+    time.sleep(0.3)
+    assert not FileStore(store.path).try_lock(KEY, "bob", 30)
+    store.unlock(KEY, "alice")
 
 
 LOCKER = """
@@ -233,6 +304,65 @@ def test_a_forked_child_does_not_inherit_the_lock(store: FileStore) -> None:
     store.unlock(KEY, "after")
 
 
+# filelock before 4.0 unlocks a lock object collected in a forked child, for the parent too.
+needs_fork_safe_filelock = pytest.mark.skipif(
+    not hasattr(os, "fork") or int(filelock.__version__.split(".")[0]) < 4,
+    reason="needs fork, and filelock 4.0 or later",
+)
+
+
+@needs_fork_safe_filelock
+def test_a_forked_child_leaves_its_parents_lock_held(store: FileStore) -> None:
+    assert store.try_lock(KEY, "parent", 30)
+    pid = os.fork()
+    if pid == 0:  # the child drops its copies of the parent's lock objects
+        try:
+            store.unlock(KEY, "parent")
+            gc.collect()
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert not FileStore(store.path).try_lock(KEY, "peer", 30)
+    store.unlock(KEY, "parent")
+
+
+FORKING_LOCKER = """
+import os, sys, time
+from navro_adapters.stores import FileStore
+store = FileStore(sys.argv[1])
+assert store.try_lock(sys.argv[2], "forking-parent", 3600)
+if os.fork() == 0:  # a long-lived child (a gunicorn worker), its at-fork hooks now run
+    print(os.getpid(), flush=True)
+    time.sleep(60)
+    os._exit(0)
+sys.stdin.read()
+"""
+
+
+@needs_fork_safe_filelock
+def test_a_sigkilled_holder_frees_the_lock_even_if_its_child_lives(store: FileStore) -> None:
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", FORKING_LOCKER, store.path, KEY],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert holder.stdout is not None
+    child = int(holder.stdout.readline())
+    try:
+        assert not store.try_lock(KEY, "me", 30)
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(5)
+        assert store.try_lock(KEY, "me", 30)  # the child's inherited copies hold nothing
+        store.unlock(KEY, "me")
+    finally:
+        os.kill(child, signal.SIGKILL)
+        if holder.poll() is None:
+            holder.kill()
+
+
 # -- file safety ----------------------------------------------------------------------------------
 
 
@@ -251,6 +381,7 @@ def test_every_file_it_creates_is_0600_whatever_the_umask(tmp_path: Path, umask:
         "tokens.json",
         "tokens.json.lock",
         Path(store._refresh_lock_path(KEY)).name,
+        Path(store._owner_path(KEY)).name,
     }  # no temporary file left behind
     for path in files:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
@@ -320,7 +451,9 @@ def test_the_secret_is_never_written(tmp_path: Path, sandbox: Sandbox) -> None:
 # -- async ----------------------------------------------------------------------------------------
 
 
-async def test_async_methods_run_off_the_event_loop(tmp_path: Path) -> None:
+async def test_the_async_provider_runs_store_calls_off_the_event_loop(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
     threads: List[int] = []
 
     class Recording(FileStore):
@@ -328,19 +461,30 @@ async def test_async_methods_run_off_the_event_loop(tmp_path: Path) -> None:
             threads.append(threading.get_ident())
             return super().load(key)
 
+        def try_lock(self, key: str, owner: str, ttl: float) -> bool:
+            threads.append(threading.get_ident())
+            return super().try_lock(key, owner, ttl)
+
+        def unlock(self, key: str, owner: str) -> None:
+            threads.append(threading.get_ident())
+            super().unlock(key, owner)
+
     store = Recording(tmp_path / "tokens.json")
-    saved = record()
-    await store.asave(KEY, saved, 60)
-    assert await store.aload(KEY) == saved
-    assert threads and threading.get_ident() not in threads
-    assert await store.atry_lock(KEY, "alice", 30)
-    assert not await store.atry_lock(KEY, "bob", 30)
-    # Ownership is by owner id, not by thread: another worker thread releases alice's lock.
-    await store.aunlock(KEY, "bob")
-    assert not store.try_lock(KEY, "carol", 30)
-    await store.aunlock(KEY, "alice")
-    assert store.try_lock(KEY, "carol", 30)
-    store.unlock(KEY, "carol")
+    key = sandbox.credentials().cache_key
+    token = await TokenProvider(sandbox.credentials(), store=store).aget_token()
+    calls = list(threads)
+    assert len(calls) == 4  # load, try_lock, load again under the lock, unlock
+    assert threading.get_ident() not in calls
+    assert FileStore(store.path).load(key)["access_token"] == token.access_token  # type: ignore[index]
+    # The lock taken on a worker thread was released (maybe from another one): it is free.
+    peer = FileStore(store.path)
+    assert peer.try_lock(key, "peer", 30)
+    peer.unlock(key, "peer")
+
+
+def test_the_store_is_sync_only(store: FileStore) -> None:
+    for name in ("aload", "asave", "atry_lock", "aunlock"):
+        assert not hasattr(store, name)
 
 
 async def test_async_provider_shares_through_the_file(tmp_path: Path, sandbox: Sandbox) -> None:

@@ -1,4 +1,4 @@
-"""RedisStore against a real redis-server: TTLs, the lock, async clients, and Redis failing."""
+"""RedisStore against a real redis-server: TTLs, the lock, the async path, and Redis failing."""
 
 from __future__ import annotations
 
@@ -213,75 +213,126 @@ def test_explicit_sync_client(redis_server: RedisServer, key_prefix: str) -> Non
     client.close()
 
 
+def test_unlock_from_another_thread(store: RedisStore, raw: Any, key_prefix: str) -> None:
+    # The async driver runs each store call on a worker thread: lock and unlock may differ.
+    taken: List[bool] = []
+    locker = threading.Thread(target=lambda: taken.append(store.try_lock(KEY, "alice", 30)))
+    locker.start()
+    locker.join()
+    assert taken == [True]
+    assert raw.get(f"{key_prefix}lock:{KEY}") == b"alice"
+    unlocker = threading.Thread(target=store.unlock, args=(KEY, "alice"))
+    unlocker.start()
+    unlocker.join()
+    assert raw.exists(f"{key_prefix}lock:{KEY}") == 0
+
+
+def test_a_stale_owners_unlock_never_frees_its_successors_lock(
+    redis_server: RedisServer, raw: Any, key_prefix: str
+) -> None:
+    late = RedisStore(redis_server.url, key_prefix=key_prefix)
+    successor = RedisStore(redis_server.url, key_prefix=key_prefix)
+    lock_key = f"{key_prefix}lock:{KEY}"
+    assert late.try_lock(KEY, "alice", 0.2)
+    time.sleep(0.3)  # Redis drops alice's lock
+    assert successor.try_lock(KEY, "bob", 30)
+    late.unlock(KEY, "alice")  # redis-py's release finds bob's token: not owned, swallowed
+    late.unlock(KEY, "alice")  # again: nothing left to release
+    assert raw.get(lock_key) == b"bob"
+    assert 20_000 < raw.pttl(lock_key) <= 30_000
+    successor.unlock(KEY, "bob")
+    assert raw.exists(lock_key) == 0
+    late.close()
+    successor.close()
+
+
+def test_an_expired_lock_nobody_took_is_nothing_to_release(
+    store: RedisStore, raw: Any, key_prefix: str
+) -> None:
+    assert store.try_lock(KEY, "alice", 0.1)
+    time.sleep(0.2)
+    store.unlock(KEY, "alice")  # the key is gone: redis-py's LockNotOwnedError is swallowed
+    assert raw.exists(f"{key_prefix}lock:{KEY}") == 0
+    assert store.try_lock(KEY, "bob", 30)
+    store.unlock(KEY, "bob")
+
+
+def test_two_owners_in_one_process_exclude_each_other(
+    redis_server: RedisServer, key_prefix: str
+) -> None:
+    one = RedisStore(redis_server.url, key_prefix=key_prefix)
+    two = RedisStore(redis_server.url, key_prefix=key_prefix)
+    assert one.try_lock(KEY, "alice", 30)
+    assert not two.try_lock(KEY, "bob", 30)
+    assert not one.try_lock(KEY, "carol", 30)
+    two.unlock(KEY, "alice")  # not the store that took it: nothing happens
+    assert not two.try_lock(KEY, "bob", 30)
+    one.unlock(KEY, "alice")
+    assert two.try_lock(KEY, "bob", 30)
+    two.unlock(KEY, "bob")
+    one.close()
+    two.close()
+
+
 # -- async ----------------------------------------------------------------------------------------
 
 
-async def test_async_methods_from_a_url(
-    redis_server: RedisServer, key_prefix: str, raw: Any
-) -> None:
-    store = RedisStore(redis_server.url, key_prefix=key_prefix)
-    saved = record()
-    await store.asave(KEY, saved, 0.3)
-    assert await store.aload(KEY) == saved
-    assert 0 < raw.pttl(f"{key_prefix}token:{KEY}") <= 300
-    assert await store.atry_lock(KEY, "alice", 30)
-    assert not await store.atry_lock(KEY, "bob", 30)
-    await store.aunlock(KEY, "bob")
-    assert raw.get(f"{key_prefix}lock:{KEY}") == b"alice"
-    await store.aunlock(KEY, "alice")
-    assert raw.exists(f"{key_prefix}lock:{KEY}") == 0
-    await asyncio.sleep(0.4)
-    assert await store.aload(KEY) is None
-    await store.aclose()
+def test_the_store_is_sync_only(store: RedisStore) -> None:
+    for name in ("aload", "asave", "atry_lock", "aunlock", "aclose"):
+        assert not hasattr(store, name)
 
 
-def test_async_from_a_url_on_several_event_loops(
-    redis_server: RedisServer, key_prefix: str
-) -> None:
-    store = RedisStore(redis_server.url, key_prefix=key_prefix)
-
-    async def round_trip(token: str) -> Any:
-        await store.asave(KEY, record(token), 60)
-        return await store.aload(KEY)
-
-    # One client per loop: a redis-py asyncio connection belongs to the loop that opened it.
-    assert asyncio.run(round_trip("one"))["access_token"] == "one"
-    assert asyncio.run(round_trip("two"))["access_token"] == "two"
-
-
-async def test_explicit_async_client_only(redis_server: RedisServer, key_prefix: str) -> None:
+async def test_an_asyncio_client_is_refused(redis_server: RedisServer) -> None:
     import redis.asyncio
 
     client = redis.asyncio.Redis.from_url(redis_server.url)
-    store = RedisStore(client, key_prefix=key_prefix)
-    saved = record()
-    await store.asave(KEY, saved, 60)
-    assert await store.aload(KEY) == saved
-    assert await store.atry_lock(KEY, "alice", 30)
-    await store.aunlock(KEY, "alice")
-    with pytest.raises(TokenStoreError):
-        store.load(KEY)  # no sync client: a store error, which the provider survives
+    with pytest.raises(ConfigurationError, match="asyncio"):
+        RedisStore(client)
     await (getattr(client, "aclose", None) or client.close)()  # aclose() is redis-py >= 5.0.1
 
 
-async def test_sync_client_only_runs_async_calls_on_a_thread(
-    redis_server: RedisServer, key_prefix: str
+async def test_the_async_provider_runs_store_calls_off_the_event_loop(
+    redis_server: RedisServer, key_prefix: str, raw: Any, sandbox: Sandbox
 ) -> None:
-    import redis
-
     threads: List[int] = []
-    client = redis.Redis.from_url(redis_server.url, socket_timeout=1.0)
 
     class Recording(RedisStore):
         def load(self, key: str) -> Any:
             threads.append(threading.get_ident())
             return super().load(key)
 
-    store = Recording(client, key_prefix=key_prefix)
-    await store.asave(KEY, record(), 60)
-    assert await store.aload(KEY) is not None
-    assert threads and threading.get_ident() not in threads
-    client.close()
+        def try_lock(self, key: str, owner: str, ttl: float) -> bool:
+            threads.append(threading.get_ident())
+            return super().try_lock(key, owner, ttl)
+
+        def unlock(self, key: str, owner: str) -> None:
+            threads.append(threading.get_ident())
+            super().unlock(key, owner)
+
+    store = Recording(redis_server.url, key_prefix=key_prefix)
+    await TokenProvider(sandbox.credentials(), store=store).aget_token()
+    calls = list(threads)
+    assert len(calls) == 4  # load, try_lock, load again under the lock, unlock
+    assert threading.get_ident() not in calls
+    key = sandbox.credentials().cache_key
+    assert raw.exists(f"{key_prefix}token:{key}") == 1
+    assert raw.exists(f"{key_prefix}lock:{key}") == 0  # released, maybe from another thread
+    store.close()
+
+
+def test_async_providers_on_several_event_loops(
+    redis_server: RedisServer, key_prefix: str, sandbox: Sandbox
+) -> None:
+    store = RedisStore(redis_server.url, key_prefix=key_prefix)
+    credentials = sandbox.credentials()
+
+    async def fetch() -> str:
+        return (await TokenProvider(credentials, store=store).aget_token()).access_token
+
+    # One sync client serves every loop: nothing in the store belongs to an event loop.
+    assert asyncio.run(fetch()) == asyncio.run(fetch())
+    assert sandbox.stats().token_requests == 1
+    store.close()
 
 
 # -- providers sharing through Redis --------------------------------------------------------------
@@ -376,6 +427,25 @@ async def test_redis_killed_mid_run_async(
     assert again.access_token != token.access_token
     assert sandbox.stats().token_requests == 2
     assert any("store" in r.getMessage() for r in warnings_from(caplog))
+
+
+def test_every_method_raises_a_store_error_when_redis_dies(
+    redis_factory: Callable[[], RedisServer],
+) -> None:
+    server = redis_factory()
+    store = RedisStore(server.url)
+    assert store.try_lock(KEY, "alice", 30)
+    server.kill()
+    calls: List[Callable[[], object]] = [
+        lambda: store.load(KEY),
+        lambda: store.save(KEY, record(), 60),
+        lambda: store.try_lock(KEY, "bob", 30),
+        lambda: store.unlock(KEY, "alice"),  # redis-py's release fails: a store error too
+    ]
+    for call in calls:
+        with pytest.raises(TokenStoreError, match=r"^redis "):
+            call()
+    store.close()
 
 
 @pytest.fixture
