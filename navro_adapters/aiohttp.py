@@ -63,11 +63,17 @@ class AiohttpTransport:
         session = self._session_ref()
         if session is None or session.closed:
             raise TransportError("token request failed: the aiohttp session is closed")
+        headers = dict(request.headers)
+        basic = None
+        if session.auth is not None and AUTHORIZATION in headers:
+            # aiohttp refuses a header next to a session's default auth=; as auth= ours wins.
+            basic = aiohttp.BasicAuth.decode(headers.pop(AUTHORIZATION), "utf-8")
         try:
             async with session.request(
                 request.method,
                 request.url,
-                headers=dict(request.headers),
+                headers=headers,
+                auth=basic,
                 data=request.body,
                 allow_redirects=False,
                 raise_for_status=False,

@@ -8,7 +8,13 @@ import sys
 import textwrap
 from typing import List, Optional, Tuple
 
-from navro_adapters import Credentials, TokenProvider, TokenRequest, TransportResponse
+from navro_adapters import (
+    Credentials,
+    TokenProvider,
+    TokenRequest,
+    TransportResponse,
+    UrllibTransport,
+)
 from navro_adapters.sandbox import Sandbox
 from navro_adapters.token import Token
 
@@ -53,12 +59,26 @@ def import_error_message(module: str, *missing: str) -> str:
 
 
 def recording_provider(sandbox: Sandbox) -> Tuple[TokenProvider, List[str]]:
-    """A provider with its own (default) transport, and the URL of every token request it sends."""
+    """A provider with a transport of its own (the standard library's, recording), and the URL
+    of every token request it sends: an adapter given this provider must not send them."""
     calls: List[str] = []
-    inner = TokenProvider(sandbox.credentials()).transport
+    inner = UrllibTransport()
 
     def transport(request: TokenRequest, *, timeout: float) -> TransportResponse:
         calls.append(request.url)
         return inner(request, timeout=timeout)
 
     return TokenProvider(sandbox.credentials(), transport=transport), calls
+
+
+#: An API origin no request can reach directly (nothing listens on port 9 of a name that does
+#: not resolve): a request gets there only through a proxy, which proves the proxy was used.
+UNREACHABLE_BASE = "http://api.navro.localhost:9"
+
+
+def behind_proxy(sandbox: Sandbox) -> Credentials:
+    """The sandbox's credentials for :data:`UNREACHABLE_BASE`, reachable only with the sandbox
+    as the HTTP proxy (it answers absolute-form requests as if they were addressed to it)."""
+    return Credentials(
+        sandbox.client_id, sandbox.client_secret, sandbox.company, base_url=UNREACHABLE_BASE
+    )

@@ -1,13 +1,16 @@
-"""Tests of the requests adapter: headers, origin scope, the 401 hook, the token transport.
+"""Tests specific to the requests adapter; what every adapter does is in tests/compliance.
 
-Header and scope tests drive ``NavroAuth`` on prepared requests with an in-memory token
-transport; the 401, redirect and body tests run against the real sandbox; the transport tests
-use a recording connection adapter mounted on the session.
+Here: how the rule meets requests' PreparedRequest and response hooks (headers, scope, the
+HTTPDigestAuth-style resend, which bodies can be resent, redirects), which session sends the
+token requests, and the token transport itself (prepared bare, never redirected, errors typed).
+Header and scope tests run offline with an in-memory token transport; the rest against the
+sandbox, or on a recording connection adapter mounted on the session.
 """
 
 from __future__ import annotations
 
 import base64
+import io
 import json
 import tempfile
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
@@ -18,7 +21,6 @@ requests = pytest.importorskip("requests", reason="the requests adapter tests ne
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 
-import navro_adapters.requests as navro_requests
 from navro_adapters import (
     ConfigurationError,
     Credentials,
@@ -31,9 +33,19 @@ from navro_adapters import (
     build_token_request,
 )
 from navro_adapters.requests import NavroAuth, RequestsTransport
-from navro_adapters.sandbox import EchoServer, Fault, Sandbox
+from navro_adapters.sandbox import Sandbox
 
-from .support import BASE, CREDS, SECRET, assert_repr_is_safe, import_error_message, ping
+from .support import (
+    BASE,
+    CREDS,
+    SECRET,
+    UNREACHABLE_BASE,
+    assert_repr_is_safe,
+    behind_proxy,
+    import_error_message,
+    ping,
+    recording_provider,
+)
 
 
 class FakeTokens:
@@ -56,7 +68,26 @@ def offline_auth(**kwargs: Any) -> NavroAuth:
     return NavroAuth(TokenProvider(CREDS, transport=FakeTokens()), **kwargs)
 
 
-# -- construction and repr ---------------------------------------------------------------------
+class Counting(HTTPAdapter):
+    """A real connection adapter that records the URL of everything sent through it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: List[Optional[str]] = []
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        self.urls.append(request.url)
+        return super().send(request, **kwargs)
+
+
+def counted_session() -> Tuple[requests.Session, Counting]:
+    session = requests.Session()
+    adapter = Counting()
+    session.mount("http://", adapter)
+    return session, adapter
+
+
+# -- construction and repr -------------------------------------------------------------------------
 
 
 def test_repr_shows_neither_secret_nor_token() -> None:
@@ -66,42 +97,36 @@ def test_repr_shows_neither_secret_nor_token() -> None:
     assert SECRET not in repr(NavroAuth(CREDS))
 
 
-def test_configuration_errors() -> None:
-    with pytest.raises(ConfigurationError):
-        NavroAuth(TokenProvider(CREDS), session=requests.Session())
+def test_bad_source_and_bad_session_are_refused() -> None:
     with pytest.raises(ConfigurationError):
         NavroAuth({"client_id": "x"})  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError) as caught:
+        NavroAuth(CREDS, session="not a session")  # type: ignore[arg-type]
+    assert caught.value.field == "session"
     with pytest.raises(ConfigurationError):
         RequestsTransport("not a session")  # type: ignore[arg-type]
 
 
-def test_credentials_build_a_requests_transport() -> None:
+def test_credentials_build_a_provider_with_no_transport_of_its_own() -> None:
     auth = NavroAuth(CREDS)
-    assert isinstance(auth.provider.transport, RequestsTransport)
     assert auth.credentials is CREDS
+    assert auth.provider.transport is None  # the adapter's session sends the token requests
     provider = TokenProvider(CREDS)
-    assert NavroAuth(provider).provider is provider
+    assert NavroAuth(provider, session=requests.Session()).provider is provider
 
 
-# -- headers and scope --------------------------------------------------------------------------
+# -- headers and scope (offline) -------------------------------------------------------------------
 
 
-@pytest.fixture(params=[True, False], ids=["fast-headers", "public-api"])
-def header_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
-    monkeypatch.setattr(navro_requests, "_FAST_HEADERS", request.param)
-    return bool(request.param)
-
-
-def test_in_scope_request_gets_bearer_version_and_hook(header_mode: bool) -> None:
-    auth = offline_auth()
-    request = auth(prepared(f"{BASE}/v1/ping"))
+def test_in_scope_request_gets_bearer_version_and_one_response_hook() -> None:
+    request = offline_auth()(prepared(f"{BASE}/v1/ping"))
     assert request.headers["Authorization"] == "Bearer tok-1"
     assert request.headers["X-API-Version"] == "1"
-    assert auth._on_response in request.hooks["response"]
+    assert len(request.hooks["response"]) == 1  # the 401 hook
     assert list(request.headers).count("Authorization") == 1
 
 
-def test_caller_version_kept_and_authorization_replaced(header_mode: bool) -> None:
+def test_callers_authorization_is_replaced_and_api_version_kept() -> None:
     auth = offline_auth()
     request = auth(prepared(f"{BASE}/v1/ping", {"x-api-version": "2", "authorization": "Basic x"}))
     assert request.headers["X-API-Version"] == "2"
@@ -117,7 +142,7 @@ def test_caller_version_kept_and_authorization_replaced(header_mode: bool) -> No
         "http://api.navro.test/",
     ],
 )
-def test_other_origins_are_untouched(url: str) -> None:
+def test_other_origins_are_untouched_and_get_no_hook(url: str) -> None:
     auth = offline_auth()
     request = auth(prepared(url))
     assert "Authorization" not in request.headers
@@ -134,50 +159,25 @@ def test_same_origin_spelled_differently_is_in_scope(url: str) -> None:
     assert request.headers["Authorization"] == "Bearer tok-1"
 
 
-def test_extra_origins() -> None:
+def test_extra_origins_get_the_token() -> None:
     auth = offline_auth(extra_origins=["https://files.navro.test"])
     assert "Authorization" in auth(prepared("https://files.navro.test/upload")).headers
     assert "Authorization" not in auth(prepared("https://files2.navro.test/upload")).headers
 
 
-def test_store_layout_probe_passes_on_installed_requests() -> None:
-    assert navro_requests._has_store_layout()
-
-
-def test_hook_ignores_responses_that_did_not_carry_our_token() -> None:
-    auth = offline_auth()
-    response = requests.Response()
-    response.status_code = 401
-    response.request = prepared("https://elsewhere.test/", {"Authorization": "Basic abc"})
-    assert auth._handle_401(response) is response
-    response.request = prepared("https://elsewhere.test/")
-    assert auth._handle_401(response) is response
-    assert auth.provider.stats.invalidations == 0
-
-
-# -- against the sandbox ------------------------------------------------------------------------
+# -- the 401 hook, against the sandbox -------------------------------------------------------------
 
 
 @pytest.fixture
 def session(sandbox: Sandbox) -> Iterator[requests.Session]:
     with requests.Session() as s:
-        s.auth = NavroAuth(sandbox.credentials())
+        s.auth = NavroAuth(sandbox.credentials(), session=s)
         yield s
-        s.auth.close()
 
 
-def test_first_request_fetches_one_token_through_requests(
+def test_a_401_is_resent_like_digest_auth_with_the_body_and_a_new_token(
     sandbox: Sandbox, session: requests.Session
 ) -> None:
-    assert session.get(ping(sandbox)).json()["ok"] is True
-    assert session.get(ping(sandbox)).status_code == 200
-    token_requests = [r for r in sandbox.requests_seen() if r.kind == "token"]
-    assert len(token_requests) == 1
-    assert token_requests[0].headers["user-agent"].startswith("python-requests/")
-    assert token_requests[0].headers["x-api-version"] == "1"
-
-
-def test_one_401_resends_once_with_a_new_token(sandbox: Sandbox, session: requests.Session) -> None:
     first = session.get(ping(sandbox))
     sandbox.revoke_all_tokens()
     response = session.post(ping(sandbox), data=b'{"amount": 12}')
@@ -188,38 +188,14 @@ def test_one_401_resends_once_with_a_new_token(sandbox: Sandbox, session: reques
     assert old == first.request.headers["Authorization"]
     assert response.request.headers["Authorization"] != old
     assert response.request.headers["X-API-Version"] == "1"
-    assert sandbox.stats().token_requests == 2
-    assert sandbox.stats().api_requests == 3
     # the resent copy carries no 401 hook (one resend, whatever happens next)
-    assert session.auth._on_response not in response.request.hooks["response"]  # type: ignore[union-attr]
+    assert response.request.hooks["response"] == []
+    assert sandbox.stats().api_requests == 3
 
 
-def test_api_always_401_is_tried_exactly_twice(sandbox: Sandbox, session: requests.Session) -> None:
-    sandbox.set_api_always_401(True)
-    response = session.get(ping(sandbox))
-    assert response.status_code == 401
-    assert len(response.history) == 1
-    assert sandbox.stats().api_requests == 2
-    assert sandbox.stats().token_requests == 2
-
-
-def test_generator_body_is_not_resent(sandbox: Sandbox, session: requests.Session) -> None:
-    session.get(ping(sandbox))
-    sandbox.revoke_all_tokens()
-
-    def body() -> Iterator[bytes]:
-        yield b"one-shot"
-
-    response = session.post(ping(sandbox), data=body())
-    assert response.status_code == 401
-    assert sandbox.stats().api_requests == 2
-    # the refused token was still invalidated: the next request goes out with a new one
-    assert session.get(ping(sandbox)).status_code == 200
-    assert sandbox.stats().api_401s == 1
-    assert sandbox.stats().token_requests == 2
-
-
-def test_file_body_is_not_resent(sandbox: Sandbox, session: requests.Session) -> None:
+def test_a_file_body_is_not_resent_but_its_token_is_dropped(
+    sandbox: Sandbox, session: requests.Session
+) -> None:
     session.get(ping(sandbox))
     sandbox.revoke_all_tokens()
     with tempfile.TemporaryFile() as handle:
@@ -228,43 +204,25 @@ def test_file_body_is_not_resent(sandbox: Sandbox, session: requests.Session) ->
         response = session.post(ping(sandbox), data=handle)
     assert response.status_code == 401
     assert sandbox.stats().api_requests == 2
+    # the refused token was still invalidated: the next request goes out with a new one
+    assert session.get(ping(sandbox)).status_code == 200
+    assert sandbox.stats().api_401s == 1
+    assert sandbox.stats().token_requests == 2
 
 
-def test_single_api_fault_401_is_absorbed(sandbox: Sandbox, session: requests.Session) -> None:
-    sandbox.enqueue_api_faults(Fault.status(401))
-    response = session.put(ping(sandbox), json={"a": 1})
-    assert response.status_code == 200
-    assert response.json()["method"] == "PUT"
-
-
-def test_cross_origin_redirect_never_carries_the_token(
+def test_a_401_from_another_origin_after_a_redirect_is_not_ours(
     sandbox: Sandbox, session: requests.Session
 ) -> None:
-    with EchoServer() as other:
-        target = f"{other.base_url}/landing"
-        response = session.get(f"{sandbox.base_url}/v1/redirect", params={"to": target})
-        assert response.status_code == 200
+    with Sandbox() as other:  # another origin that answers 401 to a request without its token
+        response = session.get(
+            f"{sandbox.base_url}/v1/redirect", params={"to": f"{other.base_url}/v1/ping"}
+        )
+        assert response.status_code == 401
         assert [r.status_code for r in response.history] == [302]
-        assert "Authorization" in response.history[0].request.headers
-        assert "Authorization" not in response.request.headers
-        seen = other.requests_seen()
-        assert seen and all("authorization" not in r.headers for r in seen)
-
-
-def test_absolute_url_to_another_origin_gets_nothing(
-    sandbox: Sandbox, session: requests.Session
-) -> None:
-    with EchoServer() as other:
-        assert session.get(f"{other.base_url}/x").status_code == 200
+        assert other.stats().api_requests == 1  # not resent
         assert all("authorization" not in r.headers for r in other.requests_seen())
-    assert sandbox.stats().token_requests == 0
-
-
-def test_secret_reset_raises_invalid_client(sandbox: Sandbox, session: requests.Session) -> None:
-    sandbox.reset_secret("a-brand-new-secret")
-    with pytest.raises(InvalidClientError) as caught:
-        session.get(ping(sandbox))
-    assert SECRET not in str(caught.value) and SECRET not in repr(caught.value)
+    assert session.auth.provider.stats.invalidations == 0  # type: ignore[union-attr]
+    assert sandbox.stats().token_requests == 1
 
 
 def test_secret_reset_then_401_raises_from_the_resend(
@@ -273,8 +231,57 @@ def test_secret_reset_then_401_raises_from_the_resend(
     session.get(ping(sandbox))
     sandbox.reset_secret("a-brand-new-secret")
     sandbox.revoke_all_tokens()
-    with pytest.raises(InvalidClientError):
-        session.get(ping(sandbox))
+    with pytest.raises(InvalidClientError) as caught:
+        session.get(ping(sandbox))  # the token request is made inside the response hook
+    assert SECRET not in str(caught.value) and SECRET not in repr(caught.value)
+
+
+# -- which session sends the token requests --------------------------------------------------------
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["credentials", "provider-without-transport"])
+def test_token_requests_go_through_the_session_given(sandbox: Sandbox, shared: bool) -> None:
+    s, adapter = counted_session()
+    source = TokenProvider(sandbox.credentials()) if shared else sandbox.credentials()
+    with s:
+        s.auth = NavroAuth(source, session=s)
+        assert s.get(ping(sandbox)).status_code == 200
+    assert adapter.urls == [sandbox.token_url, ping(sandbox)]
+
+
+def test_without_a_session_token_requests_go_through_a_private_requests_session(
+    sandbox: Sandbox,
+) -> None:
+    s, adapter = counted_session()
+    with s:
+        s.auth = auth = NavroAuth(sandbox.credentials())
+        assert s.get(ping(sandbox)).status_code == 200
+        auth.close()
+    assert adapter.urls == [ping(sandbox)]
+    (token_request,) = [r for r in sandbox.requests_seen() if r.kind == "token"]
+    assert token_request.headers["user-agent"].startswith("python-requests/")
+
+
+def test_a_provider_with_its_own_transport_keeps_it(sandbox: Sandbox) -> None:
+    provider, calls = recording_provider(sandbox)
+    s, adapter = counted_session()
+    with s:
+        s.auth = NavroAuth(provider, session=s)
+        assert s.get(ping(sandbox)).status_code == 200
+    assert calls == [sandbox.token_url]
+    assert adapter.urls == [ping(sandbox)]
+
+
+def test_token_requests_use_the_sessions_proxies(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("NO_PROXY", "no_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    with requests.Session() as s:
+        s.proxies = {"http": sandbox.base_url}  # the API is reachable only through this proxy
+        s.auth = NavroAuth(behind_proxy(sandbox), session=s)
+        assert s.get(f"{UNREACHABLE_BASE}/v1/ping").status_code == 200
+    assert sandbox.stats().token_requests == 1
 
 
 def test_users_session_carries_token_requests_without_recursion(sandbox: Sandbox) -> None:
@@ -284,18 +291,11 @@ def test_users_session_carries_token_requests_without_recursion(sandbox: Sandbox
         assert s.get(ping(sandbox)).status_code == 200
     token_request = next(r for r in sandbox.requests_seen() if r.kind == "token")
     assert token_request.headers["authorization"].startswith("Basic ")
+    assert token_request.headers["x-api-version"] == "1"
     assert "x-custom" not in token_request.headers  # prepared without the session's defaults
 
 
-def test_shared_provider_is_used_as_is(sandbox: Sandbox) -> None:
-    provider = TokenProvider(sandbox.credentials())
-    with requests.Session() as s:
-        s.auth = NavroAuth(provider)
-        assert s.get(ping(sandbox)).status_code == 200
-    assert provider.stats.token_requests == 1
-
-
-# -- the token transport --------------------------------------------------------------------------
+# -- the token transport ---------------------------------------------------------------------------
 
 
 class Recorder(HTTPAdapter):
@@ -315,8 +315,7 @@ def canned(status: int, body: bytes = b"", headers: Optional[Dict[str, str]] = N
     def answer(request: requests.PreparedRequest) -> requests.Response:
         response = requests.Response()
         response.status_code = status
-        response._content = body
-        response._content_consumed = True  # type: ignore[attr-defined]
+        response.raw = io.BytesIO(body)  # read through the public .content, as from a socket
         response.headers = CaseInsensitiveDict(headers or {})
         response.request = request
         response.url = request.url or ""
@@ -387,24 +386,25 @@ def test_connection_refused_is_a_transport_error() -> None:
     transport.close()
 
 
-def test_close_closes_only_a_private_session() -> None:
+def test_close_closes_only_a_private_session(monkeypatch: pytest.MonkeyPatch) -> None:
     closed: List[str] = []
 
     class Tracking(requests.Session):
         def close(self) -> None:
-            closed.append("closed")
+            closed.append("caller's")
             super().close()
 
     NavroAuth(CREDS, session=Tracking()).close()
     assert closed == []
     auth = NavroAuth(CREDS)
-    assert isinstance(auth.provider.transport, RequestsTransport)
-    auth.provider.transport.session = Tracking()
+    private = auth.rule.transport
+    assert isinstance(private, RequestsTransport) and private.owns_session
+    monkeypatch.setattr(private.session, "close", lambda: closed.append("private"))
     auth.close()
-    assert closed == ["closed"]
+    assert closed == ["private"]
 
 
-# -- import without requests ----------------------------------------------------------------------
+# -- import without requests -----------------------------------------------------------------------
 
 
 def test_import_error_names_the_extra() -> None:
