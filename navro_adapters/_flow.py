@@ -1,37 +1,37 @@
-"""One token acquisition as a sans-IO generator, and the two drivers that run it.
+"""One token acquisition as a sans-IO generator.
 
 :func:`acquisition_flow` decides everything (shared store first, the refresh lock, retries with
 backoff inside the deadline, logging) and only *yields* what it needs done: send a request,
-sleep, call the store. :func:`drive_sync` and :func:`drive_async` perform those actions with
-threads or with asyncio. The sync and async paths therefore share every decision and cannot
-drift apart (the pattern of httpx's ``auth_flow``).
+sleep, call the store. The drivers in :mod:`navro_adapters._drivers` perform those actions with
+threads, with asyncio, or through an HTTP client's own auth flow; every path shares every
+decision and none can drift from another (the pattern of httpx's ``auth_flow``).
 """
 
 from __future__ import annotations
 
-import asyncio
+import hashlib
 import random
 import uuid
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Generator, Optional, Tuple, Union
+from typing import Any, Callable, Generator, Optional, Tuple, Union
 
 from ._log import logger
 from .clock import Clock
 from .credentials import Credentials
-from .errors import NavroAuthError, TokenStoreError, TokenTimeoutError, TransportError
-from .protocol import TokenRequest, TransportResponse, build_token_request, parse_token_response
+from .errors import InvalidClientError, NavroAuthError, TokenStoreError, TokenTimeoutError
+from .protocol import TokenRequest, build_token_request, parse_token_response
 from .retry import RetryBudget, RetryPolicy
 from .store import TokenStore
 from .token import RefreshPolicy, Token, TokenState
-from .transport import AsyncTransport, SyncTransport
 
 STORE_POLL_FIRST = 0.02  # seconds between store reads while another process refreshes...
 STORE_POLL_MAX = 0.25  # ...doubling up to this, so waiting never busy-loops the store
-STORE_CALL_TIMEOUT = 2.0  # seconds for one async store call; a hung store is then skipped
 
 
 @dataclass(frozen=True)
 class Send:
+    """Send this token request; the answer (a TransportResponse) is sent back into the flow."""
+
     request: TokenRequest
     timeout: float
 
@@ -47,7 +47,23 @@ class StoreCall:
     args: Tuple[Any, ...]
 
 
-Action = Union[Send, Sleep, StoreCall]
+@dataclass(frozen=True)
+class Wait:
+    """Wait for another caller's acquisition (a provider flight); its outcome is sent back."""
+
+    flight: Any
+    timeout: float
+
+
+@dataclass(frozen=True)
+class Spawn:
+    """Run ``flow`` (a flight's own acquisition) in the background: a thread or a task."""
+
+    flight: Any
+    flow: Generator[Any, Any, None]
+
+
+Action = Union[Send, Sleep, StoreCall, Wait, Spawn]
 Flow = Generator[Action, Any, Token]
 
 
@@ -70,9 +86,32 @@ class FlowContext:
     on_send: Callable[[], None] = lambda: None
 
     def __post_init__(self) -> None:
-        self.request = build_token_request(self.credentials)
-        self.key = self.credentials.cache_key
         self.owner = uuid.uuid4().hex
+        self.key = ""  # the store key this flight locks; the first _use_secret sets it
+        self._use_secret(self.credentials.client_secret)
+
+    def _use_secret(self, secret: str) -> None:
+        self.request = build_token_request(self.credentials, secret=secret)
+        self.secret_digest = secret_digest(secret)
+        #: where the token is saved: the key of the secret that obtained it
+        self.save_key = self.credentials.cache_key_for(secret)
+        self.key = self.key or self.save_key
+
+    def reload_secret(self) -> bool:
+        """After the endpoint refused the secret: read its source again, and use the secret
+        from now on if it changed (a reset in the Navro Hub, then the mounted file updated)."""
+        if not self.credentials.secret_changes:
+            return False
+        secret = self.credentials.client_secret
+        if secret_digest(secret) == self.secret_digest:
+            return False
+        self._use_secret(secret)
+        return True
+
+
+def secret_digest(secret: str) -> str:
+    """A short one-way digest, to tell whether a secret changed without keeping it."""
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()[:16]
 
 
 def acquisition_flow(ctx: FlowContext) -> Flow:
@@ -109,7 +148,7 @@ def acquisition_flow(ctx: FlowContext) -> Flow:
         raise
     if ctx.store is not None:
         ttl = max(0.001, token.expires_at_wall - ctx.clock.time())
-        yield from _store_quietly(ctx, "save", (ctx.key, token.to_record(), ttl))
+        yield from _store_quietly(ctx, "save", (ctx.save_key, token.to_record(), ttl))
         if locked:
             yield from _store_quietly(ctx, "unlock", (ctx.key, ctx.owner))
     return token
@@ -185,6 +224,15 @@ def _request_token(ctx: FlowContext) -> Flow:
                     "its lifetime"
                 )
         except NavroAuthError as error:
+            if (
+                isinstance(error, InvalidClientError)
+                and budget.attempts < ctx.retry_policy.max_attempts
+                and ctx.reload_secret()
+            ):
+                logger.warning(
+                    "Navro refused the client secret; its source has a new one, retrying"
+                )
+                continue
             delay = budget.delay_after(error, clock.monotonic())
             if delay is None:
                 logger.warning(
@@ -206,103 +254,3 @@ def _request_token(ctx: FlowContext) -> Flow:
             budget.attempts,
         )
         return token
-
-
-def _wrap(action: Action, exc: Exception) -> NavroAuthError:
-    """An exception from a transport or store, as one of ours (its cause kept by the caller)."""
-    what = type(exc).__name__
-    if isinstance(action, StoreCall):
-        return TokenStoreError(f"{action.method} raised {what}")
-    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
-        return TokenTimeoutError("token request timed out")
-    return TransportError(f"token request failed: {what}")
-
-
-class _Runner:
-    """Feeds a flow the outcome of each action it yielded; shared by both drivers."""
-
-    __slots__ = ("_flow", "token")
-
-    def __init__(self, flow: Flow) -> None:
-        self._flow = flow
-        self.token: Optional[Token] = None
-
-    def next_action(self, value: Any, error: Optional[NavroAuthError]) -> Optional[Action]:
-        """The flow's next action, or ``None`` once it has returned its token."""
-        try:
-            return self._flow.throw(error) if error is not None else self._flow.send(value)
-        except StopIteration as stop:
-            self.token = stop.value
-            return None
-
-
-def _as_error(action: Action, exc: Exception) -> NavroAuthError:
-    if isinstance(exc, NavroAuthError):
-        return exc
-    error = _wrap(action, exc)
-    error.__cause__ = exc
-    return error
-
-
-def drive_sync(
-    flow: Flow,
-    transport: SyncTransport,
-    store: Optional[TokenStore],
-    sleep: Callable[[float], None],
-) -> Token:
-    """Run a flow on the calling thread."""
-    runner = _Runner(flow)
-    value: Any = None
-    error: Optional[NavroAuthError] = None
-    while (action := runner.next_action(value, error)) is not None:
-        value, error = None, None
-        try:
-            if isinstance(action, Send):
-                value = _checked(transport(action.request, timeout=action.timeout))
-            elif isinstance(action, Sleep):
-                sleep(action.seconds)
-            else:
-                assert store is not None
-                value = getattr(store, action.method)(*action.args)
-        except Exception as exc:
-            error = _as_error(action, exc)
-    assert runner.token is not None
-    return runner.token
-
-
-async def drive_async(
-    flow: Flow,
-    transport: AsyncTransport,
-    store: Optional[TokenStore],
-    sleep: Callable[[float], Awaitable[None]],
-) -> Token:
-    """Run a flow on the running event loop; nothing here blocks it."""
-    runner = _Runner(flow)
-    value: Any = None
-    error: Optional[NavroAuthError] = None
-    while (action := runner.next_action(value, error)) is not None:
-        value, error = None, None
-        try:
-            if isinstance(action, Send):
-                # wait_for makes the per-attempt timeout a hard bound whatever the transport does.
-                sent = transport(action.request, timeout=action.timeout)
-                value = _checked(await asyncio.wait_for(sent, action.timeout))
-            elif isinstance(action, Sleep):
-                await sleep(action.seconds)
-            else:
-                assert store is not None
-                # Stores are sync: the call runs on a worker thread, never on the loop.
-                call = asyncio.to_thread(getattr(store, action.method), *action.args)
-                value = await asyncio.wait_for(call, STORE_CALL_TIMEOUT)
-        except Exception as exc:
-            error = _as_error(action, exc)
-    assert runner.token is not None
-    return runner.token
-
-
-def _checked(value: object) -> TransportResponse:
-    if not isinstance(value, TransportResponse):
-        raise TransportError(
-            f"transport returned {type(value).__name__}, not a TransportResponse", retryable=False
-        )
-    return value

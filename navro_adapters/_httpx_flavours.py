@@ -13,8 +13,9 @@ import importlib
 from types import ModuleType
 from typing import Any, Dict, List, Optional, Tuple, Type
 
-from .errors import ConfigurationError, TokenTimeoutError, TransportError
+from .errors import ConfigurationError, TransportError
 from .protocol import TokenRequest, TransportResponse
+from .transport import transport_failure
 
 __all__ = ["FLAVOURS", "AsyncHttpxTransport", "Flavour", "HttpxTransport", "flavour_of_request"]
 
@@ -44,10 +45,8 @@ class Flavour:
         )
 
     def failure(self, exc: BaseException) -> TransportError:
-        """Our error for an httpx exception: the class name only (its text may hold a URL)."""
-        if isinstance(exc, self.module.TimeoutException):
-            return TokenTimeoutError(f"token request timed out ({type(exc).__name__})")
-        return TransportError(f"token request failed: {type(exc).__name__}")
+        """Our error for an httpx exception (never its text: it may hold a URL)."""
+        return transport_failure(exc, timed_out=isinstance(exc, self.module.TimeoutException))
 
     def __repr__(self) -> str:
         return f"Flavour({self.name!r}, version={getattr(self.module, '__version__', '?')!r})"

@@ -36,9 +36,10 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
     ) from exc
 
 from .auth import AUTHORIZATION, AuthSource, RequestAuth
-from .errors import ConfigurationError, TokenTimeoutError, TransportError
+from .errors import ConfigurationError, TransportError
 from .protocol import TokenRequest, TransportResponse
 from .provider import TokenProvider
+from .transport import transport_failure
 
 __all__ = ["AiohttpTransport", "NavroAuthMiddleware"]
 
@@ -82,11 +83,10 @@ class AiohttpTransport:
             ) as response:
                 body = await response.read()
                 return TransportResponse.build(response.status, response.headers.items(), body)
-        except (asyncio.TimeoutError, TimeoutError) as exc:
-            raise TokenTimeoutError("token request timed out") from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            # The class name only: aiohttp messages can carry the URL and connection details.
-            raise TransportError(f"token request failed: {type(exc).__name__}") from exc
+        except (asyncio.TimeoutError, TimeoutError, aiohttp.ClientError, OSError) as exc:
+            # Never aiohttp's text: it can carry the URL and connection details.
+            timed_out = isinstance(exc, (asyncio.TimeoutError, TimeoutError))
+            raise transport_failure(exc, timed_out=timed_out) from exc
 
     def __repr__(self) -> str:
         return "AiohttpTransport()"

@@ -77,7 +77,7 @@ def shared_provider(credentials: Credentials, **provider_options: Any) -> TokenP
     """The process-wide provider ``shared=True`` clients with these credentials and options
     draw from; kept while some client uses it. It has no transport of its own: the client
     whose request needs a token sends the token request."""
-    key = (credentials.cache_key, credentials.base_url, *sorted(provider_options.items()))
+    key = (credentials, *sorted(provider_options.items()))
     with _shared_lock:
         provider = _shared.get(key)
         if provider is None:

@@ -4,6 +4,11 @@ A :class:`Credentials` is validated once, at construction, so a typo fails at st
 :class:`~navro_adapters.errors.ConfigurationError` naming the field rather than at the first
 payout. The secret is held in a :class:`Secret` wrapper whose ``repr`` is masked, so neither
 ``repr(credentials)``, ``vars(credentials)`` nor a traceback's locals dump reveal it.
+
+The secret may be a string or a *source*: a zero-argument callable returning the current
+secret, such as :class:`SecretFile` for a secret mounted as a file (Kubernetes, Docker). A
+source is read each time a token request is built, so a secret reset in the Navro Hub needs
+only the mounted secret updated, never a restart.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
-from typing import Iterable, Mapping, Optional, Set, Tuple
+from typing import Callable, Iterable, Mapping, Optional, Set, Tuple, Union
 from urllib.parse import quote, urlsplit
 
 from .errors import ConfigurationError
@@ -21,8 +26,13 @@ __all__ = [
     "Credentials",
     "OriginScope",
     "Secret",
+    "SecretFile",
+    "SecretSource",
     "origin_of",
 ]
+
+#: What ``client_secret`` accepts: the secret, or a zero-argument callable returning it.
+SecretSource = Union[str, Callable[[], str]]
 
 #: API base URL per environment, from Navro's "Authenticate Your API Access" document.
 ENVIRONMENTS: Mapping[str, str] = {
@@ -34,15 +44,36 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class Secret:
-    """A string that never shows itself in ``repr``/``str``; ``reveal()`` returns it."""
+    """A secret that never shows itself in ``repr``/``str``; ``reveal()`` returns its value.
+
+    Holds a string, or a source (a callable) that :meth:`reveal` calls each time; what a source
+    returns is checked like a string secret, and its failures become a ConfigurationError that
+    names the field, never the value.
+    """
 
     __slots__ = ("_value",)
 
-    def __init__(self, value: str) -> None:
+    def __init__(self, value: SecretSource) -> None:
         self._value = value
 
+    @property
+    def changes(self) -> bool:
+        """Whether the value comes from a source that may return another secret later."""
+        return callable(self._value)
+
     def reveal(self) -> str:
-        return self._value
+        value = self._value
+        if isinstance(value, str):
+            return value
+        try:
+            current = value()
+        except ConfigurationError:
+            raise
+        except Exception as exc:
+            raise ConfigurationError(
+                "client_secret", f"the secret source raised {type(exc).__name__}"
+            ) from exc
+        return _check_text("client_secret", current)
 
     def __repr__(self) -> str:
         return "Secret('********')"
@@ -55,13 +86,45 @@ class Secret:
     def __hash__(self) -> int:
         return hash(("Secret", self._value))
 
-    def __getstate__(self) -> str:
-        # Pickling carries the secret to a worker process (multiprocessing, spawn): allowed,
-        # it is a transport, not a display. Debug dumps go through repr and stay masked.
+    def __getstate__(self) -> SecretSource:
+        # Pickling carries the secret (or its source) to a worker process: allowed, it is a
+        # transport, not a display. Debug dumps go through repr and stay masked.
         return self._value
 
-    def __setstate__(self, state: str) -> None:
+    def __setstate__(self, state: SecretSource) -> None:
         self._value = state
+
+
+class SecretFile:
+    """A secret source reading a file (a mounted Kubernetes or Docker secret) on every call.
+
+    Surrounding whitespace (the trailing newline editors add) is stripped. A file that cannot
+    be read raises a ConfigurationError naming the path and the reason, never the contents.
+    """
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: Union[str, os.PathLike[str]]) -> None:
+        self.path = os.fspath(path)
+
+    def __call__(self) -> str:
+        try:
+            with open(self.path, encoding="utf-8") as handle:
+                return handle.read().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            raise ConfigurationError(
+                "client_secret", f"cannot read the secret file {self.path!r} ({reason})"
+            ) from exc
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SecretFile) and other.path == self.path
+
+    def __hash__(self) -> int:
+        return hash(("SecretFile", self.path))
+
+    def __repr__(self) -> str:
+        return f"SecretFile({self.path!r})"
 
 
 def _is_loopback(host: str) -> bool:
@@ -193,7 +256,7 @@ class Credentials:
     def __init__(
         self,
         client_id: str,
-        client_secret: str,
+        client_secret: SecretSource,
         company: str,
         environment: str = "sandbox",
         *,
@@ -204,7 +267,10 @@ class Credentials:
         if ":" in client_id:
             # HTTP Basic joins id and secret with a colon: an id containing one cannot be sent.
             raise ConfigurationError("client_id", "must not contain ':'")
-        self._secret = Secret(_check_text("client_secret", client_secret))
+        if callable(client_secret):
+            self._secret = Secret(client_secret)  # read when a token request is built
+        else:
+            self._secret = Secret(_check_text("client_secret", client_secret))
         self.company = _check_text("company", company).strip()
         env = environment.strip().lower() if isinstance(environment, str) else environment
         if env not in ENVIRONMENTS:
@@ -223,16 +289,28 @@ class Credentials:
 
     @property
     def client_secret(self) -> str:
-        """The secret in clear, for building the Basic header. Never log it."""
+        """The current secret in clear, for building the Basic header. Never log it.
+
+        With a secret source, each read calls it (and may raise ConfigurationError)."""
         return self._secret.reveal()
+
+    @property
+    def secret_changes(self) -> bool:
+        """Whether the secret comes from a source that may return a new one (a reset)."""
+        return self._secret.changes
 
     @property
     def cache_key(self) -> str:
         """A stable key for this identity: token URL, client id and a hash of the secret.
 
-        Two sets of credentials never share a key, and the key reveals nothing of the secret.
+        Two sets of credentials never share a key, and the key reveals nothing of the secret;
+        a new secret from a source gives a new key.
         """
-        secret_hash = hashlib.sha256(self.client_secret.encode("utf-8")).hexdigest()
+        return self.cache_key_for(self.client_secret)
+
+    def cache_key_for(self, secret: str) -> str:
+        """:attr:`cache_key` for a given secret (one read of a source serves both uses)."""
+        secret_hash = hashlib.sha256(secret.encode("utf-8")).hexdigest()
         material = "\x00".join((self.token_url, self.client_id, secret_hash))
         return hashlib.sha256(material.encode("utf-8")).hexdigest()[:40]
 
@@ -240,20 +318,35 @@ class Credentials:
     def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> Credentials:
         """Build credentials from ``NAVRO_*`` environment variables.
 
-        ``NAVRO_CLIENT_ID``, ``NAVRO_CLIENT_SECRET`` and ``NAVRO_COMPANY`` are required;
-        ``NAVRO_ENVIRONMENT`` (default ``sandbox``), ``NAVRO_BASE_URL`` and ``NAVRO_TOKEN_URL``
-        are optional.
+        ``NAVRO_CLIENT_ID``, ``NAVRO_COMPANY`` and one of ``NAVRO_CLIENT_SECRET`` or
+        ``NAVRO_CLIENT_SECRET_FILE`` (a path, read on every token request: a mounted secret)
+        are required; ``NAVRO_ENVIRONMENT`` (default ``sandbox``), ``NAVRO_BASE_URL`` and
+        ``NAVRO_TOKEN_URL`` are optional.
         """
         env = os.environ if environ is None else environ
         values = {}
-        for name in ("NAVRO_CLIENT_ID", "NAVRO_CLIENT_SECRET", "NAVRO_COMPANY"):
+        for name in ("NAVRO_CLIENT_ID", "NAVRO_COMPANY"):
             value = env.get(name)
             if value is None or not value.strip():
                 raise ConfigurationError(name, "environment variable is not set")
             values[name] = value
+        secret_value = (env.get("NAVRO_CLIENT_SECRET") or "").strip() or None
+        secret_file = (env.get("NAVRO_CLIENT_SECRET_FILE") or "").strip() or None
+        if secret_value and secret_file:
+            raise ConfigurationError(
+                "NAVRO_CLIENT_SECRET_FILE", "set it or NAVRO_CLIENT_SECRET, not both"
+            )
+        if not secret_value and not secret_file:
+            raise ConfigurationError(
+                "NAVRO_CLIENT_SECRET",
+                "environment variable is not set (nor NAVRO_CLIENT_SECRET_FILE)",
+            )
+        secret: SecretSource = (
+            SecretFile(secret_file) if secret_file else env["NAVRO_CLIENT_SECRET"]
+        )
         return cls(
             values["NAVRO_CLIENT_ID"],
-            values["NAVRO_CLIENT_SECRET"],
+            secret,
             values["NAVRO_COMPANY"],
             env.get("NAVRO_ENVIRONMENT") or "sandbox",
             base_url=env.get("NAVRO_BASE_URL") or None,

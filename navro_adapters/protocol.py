@@ -59,9 +59,15 @@ class TransportResponse:
         return cls(int(status_code), {str(k).lower(): str(v) for k, v in items}, bytes(body))
 
 
-def build_token_request(credentials: Credentials) -> TokenRequest:
-    """The client-credentials request exactly as Navro documents it."""
-    pair = f"{credentials.client_id}:{credentials.client_secret}".encode()
+def build_token_request(credentials: Credentials, *, secret: Optional[str] = None) -> TokenRequest:
+    """The client-credentials request exactly as Navro documents it.
+
+    ``secret`` is the secret to send when the caller has read it already (a secret source is
+    read once per token request); by default the credentials' current secret.
+    """
+    if secret is None:
+        secret = credentials.client_secret
+    pair = f"{credentials.client_id}:{secret}".encode()
     return TokenRequest(
         method="POST",
         url=credentials.token_url,

@@ -14,16 +14,17 @@ refresh in the background; only when no valid token is left do callers wait.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
 import threading
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Awaitable, Callable, List, Optional, Tuple, Union
+from typing import Any, Awaitable, Callable, Generator, Optional, Tuple, Union
 
-from ._flow import FlowContext, acquisition_flow, drive_async, drive_sync
+from ._drivers import DEADLOCK, AsyncPerformer, SyncPerformer, drive_async, drive_sync
+from ._flight import ABANDONED, Flight, Outcome
+from ._flow import Flow, FlowContext, Spawn, Wait, acquisition_flow, secret_digest
 from ._log import logger
 from .clock import SYSTEM_CLOCK, Clock
 from .credentials import Credentials
@@ -39,6 +40,23 @@ RETRY_REFRESH_AFTER_FAILURE = 1.0  # seconds before a failed refresh-ahead is tr
 STORE_CLOCK_SKEW = 5.0  # seconds taken off the life of a token read from a shared store
 _WAIT_GRACE = 0.5  # seconds a waiter allows past the flight's own deadline before giving up
 _REJECTED_REMEMBERED = 32  # fingerprints of invalidated tokens kept, so a store never returns one
+# After a fetch fails (a rejected secret, or retries used up), callers with no valid token get
+# that error at once for a back-off, instead of each sending another token request:
+FAILURE_BACKOFF_FIRST = 1.0  # seconds after the first failure...
+FAILURE_BACKOFF_MAX = 30.0  # ...doubling with each consecutive failure up to this
+SECRET_CHECK_INTERVAL = 1.0  # seconds between reads of a secret source while backing off
+
+
+class _Backoff:
+    """The last failure, served to callers until ``until`` (or until the secret changes)."""
+
+    __slots__ = ("digest", "error", "next_check", "until")
+
+    def __init__(self, error: NavroAuthError, until: float, digest: Optional[str]) -> None:
+        self.error = error
+        self.until = until
+        self.digest = digest  # of the secret that failed; None if it could not be read
+        self.next_check = 0.0
 
 
 @dataclass
@@ -50,78 +68,6 @@ class ProviderStats:
     failures: int = 0  # flights completed with an error
     refreshes_ahead: int = 0  # flights started while the token was still valid
     invalidations: int = 0  # invalidate() calls that dropped the cached token
-
-
-class _Outcome:
-    __slots__ = ("abandoned", "error", "token")
-
-    def __init__(
-        self,
-        token: Optional[Token] = None,
-        error: Optional[NavroAuthError] = None,
-        abandoned: bool = False,
-    ) -> None:
-        self.token = token
-        self.error = error
-        self.abandoned = abandoned
-
-
-_ABANDONED = _Outcome(abandoned=True)
-
-
-class _Flight:
-    """One acquisition in progress, awaitable from threads and from any event loop."""
-
-    __slots__ = ("_lock", "_waiters", "done", "give_up_at", "loop_thread", "outcome", "refresh")
-
-    def __init__(self, *, refresh: bool, give_up_at: float) -> None:
-        self.refresh = refresh
-        self.give_up_at = give_up_at
-        self.loop_thread: Optional[int] = None  # set when the flight runs as a task on a loop
-        self.done = threading.Event()
-        self.outcome: Optional[_Outcome] = None
-        self._lock = threading.Lock()
-        self._waiters: List[Tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
-
-    def finish(self, outcome: _Outcome) -> None:
-        with self._lock:
-            if self.outcome is not None:
-                return
-            self.outcome = outcome
-            waiters, self._waiters = self._waiters, []
-        self.done.set()
-        for loop, future in waiters:
-            # A closed loop raises RuntimeError: its waiter is gone with it.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_resolve, future)
-
-    def wait(self, timeout: float) -> Optional[_Outcome]:
-        self.done.wait(max(0.0, timeout))
-        return self.outcome
-
-    async def wait_async(self, timeout: float) -> Optional[_Outcome]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        entry = (loop, future)
-        with self._lock:
-            if self.outcome is not None:
-                return self.outcome
-            self._waiters.append(entry)
-        try:
-            # Cancelling this waiter cancels only its own future, never the shared flight.
-            await asyncio.wait_for(future, max(0.0, timeout))
-        except asyncio.TimeoutError:
-            pass
-        finally:
-            with self._lock:
-                if entry in self._waiters:
-                    self._waiters.remove(entry)
-        return self.outcome
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 # Each cached token with the two instants that decide its state, read as one atomic tuple:
@@ -193,10 +139,11 @@ class TokenProvider:
         self.stats = ProviderStats()
         self._lock = threading.Lock()
         self._entry: Optional[_Entry] = None
-        self._flight: Optional[_Flight] = None
+        self._flight: Optional[Flight] = None
         self._next_refresh_at = float("-inf")
+        self._failures = 0  # consecutive failed fetches, for the back-off
+        self._backoff: Optional[_Backoff] = None
         self._rejected: OrderedDict[str, None] = OrderedDict()
-        self._tasks: set[asyncio.Task[None]] = set()
         _providers.add(self)
 
     # -- the public surface ----------------------------------------------------------------
@@ -262,9 +209,11 @@ class TokenProvider:
         return True
 
     def clear(self) -> None:
-        """Forget the cached token (for example after rotating the secret)."""
+        """Forget the cached token and any failure back-off (after rotating the secret)."""
         with self._lock:
             self._entry = None
+            self._backoff = None
+            self._failures = 0
 
     def __repr__(self) -> str:
         token = self.token
@@ -273,7 +222,7 @@ class TokenProvider:
 
     # -- deciding, under the lock --------------------------------------------------------------
 
-    def _decide(self) -> Tuple[Optional[Token], Optional[_Flight], bool]:
+    def _decide(self) -> Tuple[Optional[Token], Optional[Flight], bool]:
         """``(token to return now, flight to wait on, whether the caller must start it)``.
 
         Called with the lock held; does no I/O.
@@ -295,11 +244,11 @@ class TokenProvider:
         flight = self._flight = self._new_flight(refresh=False)
         return None, flight, True
 
-    def _new_flight(self, *, refresh: bool) -> _Flight:
+    def _new_flight(self, *, refresh: bool) -> Flight:
         give_up_at = self.clock.monotonic() + self.retry_policy.deadline + _WAIT_GRACE
         if self.store is not None:
             give_up_at += self.store_wait
-        return _Flight(refresh=refresh, give_up_at=give_up_at)
+        return Flight(refresh=refresh, give_up_at=give_up_at)
 
     def _sync_transport(self, via: Optional[SyncTransport]) -> SyncTransport:
         """The transport for a token request: ours, else the caller's, else the default."""
@@ -331,18 +280,21 @@ class TokenProvider:
     def _is_rejected(self, token: Token) -> bool:
         return token.fingerprint in self._rejected
 
-    def _complete(self, flight: _Flight, outcome: _Outcome) -> None:
+    def _complete(
+        self, flight: Flight, outcome: Outcome, ctx: Optional[FlowContext] = None
+    ) -> None:
         """Publish a flight's outcome: cache the token, then wake every waiter."""
         with self._lock:
             if self._flight is flight:
                 self._flight = None
             token = outcome.token
             if token is not None and self._is_rejected(token):
-                outcome = _ABANDONED  # invalidated while in flight: waiters try again
+                outcome = ABANDONED  # invalidated while in flight: waiters try again
             elif token is not None:
                 fresh_until, usable_until = self.refresh_policy.deadlines(token)
                 self._entry = (fresh_until, usable_until, token)
                 self.stats.acquisitions += 1
+                self._failures, self._backoff = 0, None
                 if self.clock.monotonic() >= fresh_until:
                     # A peer's stale token from the store: let the peer refresh, look again soon.
                     self._next_refresh_at = self.clock.monotonic() + RETRY_REFRESH_AFTER_FAILURE
@@ -351,6 +303,18 @@ class TokenProvider:
                 if flight.refresh:
                     # The current token is still valid: keep serving it, try again later.
                     self._next_refresh_at = self.clock.monotonic() + self._refresh_backoff()
+                else:
+                    self._failures += 1
+                    delay = min(
+                        FAILURE_BACKOFF_MAX, FAILURE_BACKOFF_FIRST * 2 ** (self._failures - 1)
+                    )
+                    digest = ctx.secret_digest if ctx is not None else None
+                    self._backoff = _Backoff(outcome.error, self.clock.monotonic() + delay, digest)
+                    logger.info(
+                        "token fetch failed; callers get that error for %.0f s (%s)",
+                        delay,
+                        type(outcome.error).__name__,
+                    )
         flight.finish(outcome)
 
     def _refresh_backoff(self) -> float:
@@ -360,7 +324,27 @@ class TokenProvider:
         left = entry[1] - self.clock.monotonic()
         return max(0.0, min(RETRY_REFRESH_AFTER_FAILURE, left / 4))
 
-    def _result(self, outcome: Optional[_Outcome]) -> Optional[Token]:
+    def _raise_if_backing_off(self) -> None:
+        """Raise the last failure during its back-off, unless a valid token is cached or the
+        secret source now returns another secret (read at most once a second)."""
+        backoff = self._backoff
+        if backoff is None:
+            return
+        now = self.clock.monotonic()
+        entry = self._entry
+        if now >= backoff.until or (entry is not None and now < entry[1]):
+            return
+        if self.credentials.secret_changes and now >= backoff.next_check:
+            backoff.next_check = now + SECRET_CHECK_INTERVAL
+            if secret_digest(self.credentials.client_secret) != backoff.digest:
+                with self._lock:
+                    if self._backoff is backoff:
+                        self._backoff = None
+                logger.info("the client secret changed; fetching a token with it")
+                return
+        raise backoff.error
+
+    def _result(self, outcome: Optional[Outcome]) -> Optional[Token]:
         """The token a waiter returns; raises the flight's error; ``None`` means try again."""
         if outcome is None:
             raise TokenTimeoutError("timed out waiting for a token")
@@ -368,110 +352,90 @@ class TokenProvider:
             raise outcome.error
         return outcome.token
 
-    # -- the sync path ------------------------------------------------------------------------
+    # -- the one token flow, for every kind of caller --------------------------------------------
 
-    def _run_flight_sync(self, flight: _Flight, transport: Optional[SyncTransport]) -> None:
-        try:
-            token = drive_sync(
-                acquisition_flow(self._context(refresh=flight.refresh)),
-                self._sync_transport(transport),
-                self.store,
-                self.clock.sleep,
-            )
-        except NavroAuthError as exc:
-            self._complete(flight, _Outcome(error=exc))
-        except BaseException:
-            self._complete(flight, _ABANDONED)
-            raise
-        else:
-            self._complete(flight, _Outcome(token=token))
+    def token_flow(self, *, lead_inline: bool = True, refresh_inline: bool = True) -> Flow:
+        """The slow path of :meth:`get_token` as a sans-IO flow (see :mod:`._drivers`).
 
-    def _start_thread(self, flight: _Flight, transport: Optional[SyncTransport]) -> None:
-        thread = threading.Thread(
-            target=self._run_flight_sync,
-            args=(flight, transport),
-            name="navro-adapters-token",
-            daemon=True,
-        )
-        thread.start()
-
-    def _get_token_slow(self, transport: Optional[SyncTransport]) -> Token:
+        A caller that starts an acquisition runs it itself (``lead_inline``) or has it spawned
+        in the background and waits like everyone else; a stale token's refresh ahead is run
+        by the caller that saw it stale (``refresh_inline``) or spawned while it is served.
+        With both inline (the default) the flow's only I/O is what it yields: the way for an
+        HTTP client's own auth flow to send token requests through that client.
+        """
         while True:
+            self._raise_if_backing_off()
             with self._lock:
                 token, flight, start = self._decide()
             if flight is not None and start:
-                if token is not None:  # refresh ahead in the background; serve the valid token
-                    self._start_thread(flight, transport)
-                    return token
-                self._run_flight_sync(flight, transport)
+                if not (refresh_inline if token is not None else lead_inline):
+                    yield Spawn(flight, self._lead(flight))
+                else:
+                    yield from self._lead(flight)
+                    outcome = flight.outcome
+                    if token is not None:  # refreshed ahead: the new token, else the valid one
+                        return outcome.token if outcome and outcome.token else token
+                    result = self._result(outcome)
+                    if result is not None:
+                        return result
+                    continue
             if token is not None:
                 return token
             assert flight is not None
-            if flight.loop_thread == threading.get_ident():
-                # This thread runs the loop that runs the flight: waiting would deadlock it.
-                return self._fetch_outside_flight(transport)
-            result = self._result(flight.wait(flight.give_up_at - self.clock.monotonic()))
+            outcome = yield Wait(flight, flight.give_up_at - self.clock.monotonic())
+            if outcome is DEADLOCK:  # this thread runs the loop that runs the flight
+                return (yield from self._fetch_outside_flight())
+            result = self._result(outcome)
             if result is not None:
                 return result
 
-    def _fetch_outside_flight(self, transport: Optional[SyncTransport]) -> Token:
-        token = drive_sync(
-            acquisition_flow(self._context(refresh=False)),
-            self._sync_transport(transport),
-            self.store,
-            self.clock.sleep,
-        )
+    def _lead(self, flight: Flight) -> Generator[Any, Any, None]:
+        """Run ``flight``'s acquisition and publish its outcome, whoever drives it."""
+        ctx: Optional[FlowContext] = None
+        try:
+            ctx = self._context(refresh=flight.refresh)
+            token = yield from acquisition_flow(ctx)
+        except NavroAuthError as exc:
+            self._complete(flight, Outcome(error=exc), ctx)
+        except BaseException:
+            # Cancelled, closed or its loop shutting down: the waiters start over.
+            self._complete(flight, ABANDONED)
+            raise
+        else:
+            self._complete(flight, Outcome(token=token))
+
+    def _fetch_outside_flight(self) -> Flow:
+        token = yield from acquisition_flow(self._context(refresh=False))
         fresh_until, usable_until = self.refresh_policy.deadlines(token)
         with self._lock:
             self._entry = (fresh_until, usable_until, token)
         return token
 
-    # -- the async path -----------------------------------------------------------------------
+    def sync_performer(self, via: Optional[SyncTransport] = None) -> SyncPerformer:
+        """What performs this provider's actions on a thread (store, sleeps, waits)."""
+        return SyncPerformer(self.store, self.clock.sleep, self._sync_transport(via))
 
-    async def _run_flight_async(self, flight: _Flight, transport: AsyncTransport) -> None:
-        try:
-            token = await drive_async(
-                acquisition_flow(self._context(refresh=flight.refresh)),
-                transport,
-                self.store,
-                self._asleep,
-            )
-        except NavroAuthError as exc:
-            self._complete(flight, _Outcome(error=exc))
-        except BaseException:
-            # Cancelled (its loop is shutting down): waiters on other loops start over.
-            self._complete(flight, _ABANDONED)
-            raise
-        else:
-            self._complete(flight, _Outcome(token=token))
+    def async_performer(self, via: Optional[AsyncTransport] = None) -> AsyncPerformer:
+        """What performs them on an event loop: our async transport, else our sync one on a
+        thread, else the caller's async one, else the default on a thread."""
+        own_sync = self.async_transport is None and self.transport is not None
+        transport = self.async_transport or (None if own_sync else via)
+        thread_transport = None if transport is not None else self._sync_transport(None)
+        return AsyncPerformer(
+            self.store, self._asleep, transport, thread_transport, self.clock.sleep
+        )
 
-    def _start_async(self, flight: _Flight, transport: Optional[AsyncTransport]) -> None:
-        # Our own transports first (the async one, else the sync one on a thread), then the
-        # caller's; with none at all, the default sync transport on a thread.
-        if self.async_transport is not None:
-            transport = self.async_transport
-        elif self.transport is not None or transport is None:
-            self._start_thread(flight, None)  # off every event loop
-            return
-        loop = asyncio.get_running_loop()
-        flight.loop_thread = threading.get_ident()
-        task = loop.create_task(self._run_flight_async(flight, transport))
-        self._tasks.add(task)  # a strong reference until done, so it is never collected early
-        task.add_done_callback(self._tasks.discard)
+    def _get_token_slow(self, transport: Optional[SyncTransport]) -> Token:
+        flow = self.token_flow(lead_inline=True, refresh_inline=False)
+        performer = self.sync_performer(transport)
+        assert performer.transport is not None
+        token: Token = drive_sync(flow, performer.transport, performer)
+        return token
 
     async def _aget_token_slow(self, transport: Optional[AsyncTransport]) -> Token:
-        while True:
-            with self._lock:
-                token, flight, start = self._decide()
-            if flight is not None and start:
-                self._start_async(flight, transport)
-            if token is not None:
-                return token
-            assert flight is not None
-            outcome = await flight.wait_async(flight.give_up_at - self.clock.monotonic())
-            result = self._result(outcome)
-            if result is not None:
-                return result
+        flow = self.token_flow(lead_inline=False, refresh_inline=False)
+        token: Token = await drive_async(flow, self.async_performer(transport))
+        return token
 
     # -- process lifecycle ----------------------------------------------------------------------
 
@@ -479,5 +443,4 @@ class TokenProvider:
         """In a forked child: fresh lock, no inherited flight or tasks (they do not exist here)."""
         self._lock = threading.Lock()
         self._flight = None
-        self._tasks = set()
         self._next_refresh_at = float("-inf")

@@ -32,9 +32,10 @@ except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
 
 from .auth import AUTHORIZATION, AuthSource, RequestAuth, bearer_token_of
 from .credentials import Credentials
-from .errors import ConfigurationError, TokenTimeoutError, TransportError
+from .errors import ConfigurationError, TransportError
 from .protocol import TokenRequest, TransportResponse
 from .provider import TokenProvider
+from .transport import transport_failure
 
 __all__ = ["NavroAuth", "RequestsTransport"]
 
@@ -67,10 +68,18 @@ class RequestsTransport:
                 prepared, allow_redirects=False, timeout=timeout, **settings
             ) as response:
                 body = response.content
-        except requests.Timeout as exc:
-            raise TokenTimeoutError(f"token request timed out ({type(exc).__name__})") from exc
         except (requests.RequestException, OSError) as exc:
-            raise TransportError(f"token request failed: {type(exc).__name__}") from exc
+            failure = transport_failure(exc, timed_out=isinstance(exc, requests.Timeout))
+            if self.owns_session and (
+                not failure.retryable or isinstance(exc, requests.exceptions.ProxyError)
+            ):
+                failure = TransportError(  # AuthBase cannot see your session: say so
+                    f"{failure.message}; token requests went through a private requests.Session:"
+                    " pass NavroAuth(credentials, session=your_session) to use its verify, cert"
+                    " and proxies",
+                    retryable=failure.retryable,
+                )
+            raise failure from exc
         return TransportResponse.build(response.status_code, response.headers.items(), body)
 
     def close(self) -> None:

@@ -18,10 +18,67 @@ import urllib.error
 import urllib.request
 from typing import Awaitable, Optional, Protocol
 
-from .errors import TokenTimeoutError, TransportError
+from .errors import ConfigurationError, TokenTimeoutError, TransportError
 from .protocol import TokenRequest, TransportResponse
 
-__all__ = ["AsyncTransport", "SyncTransport", "UrllibTransport"]
+__all__ = ["AsyncTransport", "SyncTransport", "UrllibTransport", "transport_failure"]
+
+# OpenSSL reasons that mean a certificate was refused, ours or the server's: not transient.
+_CERTIFICATE_REASONS = frozenset(
+    {
+        "CERTIFICATE_VERIFY_FAILED",
+        "TLSV13_ALERT_CERTIFICATE_REQUIRED",
+        "SSLV3_ALERT_BAD_CERTIFICATE",
+        "SSLV3_ALERT_CERTIFICATE_UNKNOWN",
+        "TLSV1_ALERT_UNKNOWN_CA",
+        "SSLV3_ALERT_CERTIFICATE_EXPIRED",
+        "SSLV3_ALERT_CERTIFICATE_REVOKED",
+    }
+)
+_MAX_CHAIN = 16  # exceptions followed through causes, contexts and wrapped arguments
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what it wraps: causes, contexts, ``reason`` and exception arguments (how
+    urllib, urllib3, requests, httpx and aiohttp each wrap the ssl module's error)."""
+    seen: list[BaseException] = []
+    todo = [exc]
+    while todo and len(seen) < _MAX_CHAIN:
+        current = todo.pop(0)
+        if any(current is s for s in seen):
+            continue
+        seen.append(current)
+        wrapped = [current.__cause__, current.__context__, getattr(current, "reason", None)]
+        wrapped.extend(current.args)
+        todo.extend(e for e in wrapped if isinstance(e, BaseException))
+    return seen
+
+
+def transport_failure(exc: BaseException, *, timed_out: bool = False) -> TransportError:
+    """Our error for a token request that got no answer; the caller keeps ``exc`` as cause.
+
+    A refused certificate is not transient: the error says it is a TLS certificate problem
+    and is not retried. The message names exception classes and OpenSSL reasons only, never a
+    URL (it may hold a query string), a header or a secret.
+    """
+    for error in _chain(exc):
+        if isinstance(error, ssl.SSLCertVerificationError):
+            detail = error.verify_message or "verification failed"
+            return TransportError(
+                f"token request failed: TLS certificate problem ({detail}): the token "
+                "endpoint's certificate is not trusted by the CA in use; give your HTTP client "
+                "the right CA (verify=, ssl=, ssl_context= or ca_file=)",
+                retryable=False,
+            )
+        if isinstance(error, ssl.SSLError) and error.reason in _CERTIFICATE_REASONS:
+            return TransportError(
+                f"token request failed: TLS certificate problem ({error.reason}): the token "
+                "endpoint refused the handshake; check the client certificate (cert=)",
+                retryable=False,
+            )
+    if timed_out or any(isinstance(e, (socket.timeout, TimeoutError)) for e in _chain(exc)):
+        return TokenTimeoutError(f"token request timed out ({type(exc).__name__})")
+    return TransportError(f"token request failed: {_describe(exc)}")
 
 
 class SyncTransport(Protocol):
@@ -43,10 +100,23 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 class UrllibTransport:
     """The default transport, on ``urllib.request`` (standard library only).
 
-    Honours the usual proxy environment variables; ``ssl_context`` customises TLS.
+    Honours the proxy environment variables (``HTTPS_PROXY``, ``NO_PROXY``...);
+    ``ssl_context`` customises TLS, or ``ca_file`` trusts a private CA (a PEM file) on top of
+    nothing else (``ssl.create_default_context(cafile=...)``).
     """
 
-    def __init__(self, *, ssl_context: Optional[ssl.SSLContext] = None) -> None:
+    def __init__(
+        self, *, ssl_context: Optional[ssl.SSLContext] = None, ca_file: Optional[str] = None
+    ) -> None:
+        if ssl_context is not None and ca_file is not None:
+            raise ConfigurationError("ca_file", "pass ssl_context or ca_file, not both")
+        if ca_file is not None:
+            try:
+                ssl_context = ssl.create_default_context(cafile=ca_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigurationError(
+                    "ca_file", f"cannot load {ca_file!r} ({type(exc).__name__})"
+                ) from exc
         handlers: list[urllib.request.BaseHandler] = [_NoRedirect()]
         if ssl_context is not None:
             handlers.append(urllib.request.HTTPSHandler(context=ssl_context))
@@ -66,13 +136,10 @@ class UrllibTransport:
                 body = b""
             return TransportResponse.build(exc.code, exc.headers.items(), body)
         except urllib.error.URLError as exc:
-            if isinstance(exc.reason, (socket.timeout, TimeoutError)):
-                raise TokenTimeoutError("token request timed out") from exc
-            raise TransportError(f"token request failed: {_describe(exc.reason)}") from exc
-        except (socket.timeout, TimeoutError) as exc:
-            raise TokenTimeoutError("token request timed out") from exc
+            reason = exc.reason if isinstance(exc.reason, BaseException) else exc
+            raise transport_failure(reason) from exc
         except (OSError, http.client.HTTPException) as exc:
-            raise TransportError(f"token request failed: {_describe(exc)}") from exc
+            raise transport_failure(exc) from exc
 
     def __repr__(self) -> str:
         return "UrllibTransport()"

@@ -1,0 +1,212 @@
+"""The drivers: they perform what the provider's sans-IO flows yield.
+
+A flow (:mod:`navro_adapters._flow`, and the provider's token flow around it) yields actions:
+:class:`Send` a token request, :class:`Sleep`, :class:`StoreCall`, :class:`Wait` for another
+caller's flight, :class:`Spawn` a flight in the background. Every action but ``Send`` is
+performed here, the same way for every caller; ``Send`` is left to whoever drives:
+
+* :func:`sends` / :func:`async_sends` run a flow and yield only its ``Send`` actions, taking the
+  answer back. An HTTP client's auth flow can pass those on as its own requests (httpx).
+* :func:`drive_sync` / :func:`drive_async` answer them with a transport.
+
+Threads and coroutines, and clients that send token requests themselves, therefore share one
+flow and one performer each: nothing is written twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any, AsyncGenerator, Awaitable, Callable, Generator, Optional, Set, Union
+
+from ._flow import Action, Send, Sleep, Spawn, StoreCall, Wait
+from .errors import NavroAuthError, TokenStoreError, TransportError
+from .protocol import TransportResponse
+from .store import TokenStore
+from .token import Token
+from .transport import AsyncTransport, SyncTransport, transport_failure
+
+__all__ = ["DEADLOCK", "AsyncPerformer", "SyncPerformer", "async_sends", "drive_async", "sends"]
+
+STORE_CALL_TIMEOUT = 2.0  # seconds for one store call from a coroutine; a hung store is skipped
+#: What a blocking Wait answers when the flight runs on this very thread's event loop.
+DEADLOCK = object()
+_tasks: Set[asyncio.Task[Any]] = set()  # strong references to spawned flights until done
+
+
+def _error(action: Action, exc: Exception) -> NavroAuthError:
+    """An exception from performing ``action``, as one of ours, its cause kept."""
+    if isinstance(exc, NavroAuthError):
+        return exc
+    if isinstance(action, StoreCall):
+        error: NavroAuthError = TokenStoreError(f"{action.method} raised {type(exc).__name__}")
+    else:
+        error = transport_failure(exc, timed_out=isinstance(exc, asyncio.TimeoutError))
+    error.__cause__ = exc
+    return error
+
+
+def _checked(value: object) -> TransportResponse:
+    if not isinstance(value, TransportResponse):
+        raise TransportError(
+            f"transport returned {type(value).__name__}, not a TransportResponse", retryable=False
+        )
+    return value
+
+
+class SyncPerformer:
+    """Performs actions on the calling thread; ``transport`` serves spawned flights."""
+
+    __slots__ = ("sleep", "store", "transport")
+
+    def __init__(
+        self,
+        store: Optional[TokenStore],
+        sleep: Callable[[float], None],
+        transport: Optional[SyncTransport] = None,
+    ) -> None:
+        self.store, self.sleep, self.transport = store, sleep, transport
+
+    def __call__(self, action: Action) -> Any:
+        if isinstance(action, Sleep):
+            self.sleep(action.seconds)
+        elif isinstance(action, StoreCall):
+            assert self.store is not None
+            return getattr(self.store, action.method)(*action.args)
+        elif isinstance(action, Wait):
+            if action.flight.loop_thread == threading.get_ident():
+                return DEADLOCK  # blocking here would stop the loop that runs the flight
+            return action.flight.wait(action.timeout)
+        elif isinstance(action, Spawn):
+            assert self.transport is not None
+            thread = threading.Thread(
+                target=drive_sync,
+                args=(action.flow, self.transport, self),
+                name="navro-adapters-token",
+                daemon=True,
+            )
+            thread.start()
+        else:  # pragma: no cover - a Send reaches the driver, never the performer
+            raise TypeError(f"cannot perform {action!r}")
+        return None
+
+
+class AsyncPerformer:
+    """Performs actions on the running loop without ever blocking it.
+
+    A spawned flight runs as a task with ``transport`` (async) or, without one, on a thread
+    with ``thread_transport``. Store calls run on a worker thread.
+    """
+
+    __slots__ = ("_thread_sleep", "sleep", "store", "thread_transport", "transport")
+
+    def __init__(
+        self,
+        store: Optional[TokenStore],
+        sleep: Callable[[float], Awaitable[None]],
+        transport: Optional[AsyncTransport] = None,
+        thread_transport: Optional[SyncTransport] = None,
+        thread_sleep: Callable[[float], None] = lambda seconds: None,
+    ) -> None:
+        self.store, self.sleep = store, sleep
+        self.transport, self.thread_transport = transport, thread_transport
+        self._thread_sleep = thread_sleep
+
+    async def __call__(self, action: Action) -> Any:
+        if isinstance(action, Sleep):
+            await self.sleep(action.seconds)
+        elif isinstance(action, StoreCall):
+            assert self.store is not None
+            call = asyncio.to_thread(getattr(self.store, action.method), *action.args)
+            return await asyncio.wait_for(call, STORE_CALL_TIMEOUT)
+        elif isinstance(action, Wait):
+            return await action.flight.wait_async(action.timeout)
+        elif isinstance(action, Spawn):
+            self._spawn(action)
+        else:  # pragma: no cover - a Send reaches the driver, never the performer
+            raise TypeError(f"cannot perform {action!r}")
+        return None
+
+    def _spawn(self, action: Spawn) -> None:
+        if self.transport is None:
+            assert self.thread_transport is not None
+            performer = SyncPerformer(self.store, self._thread_sleep, self.thread_transport)
+            performer(action)  # a thread: off every event loop
+            return
+        action.flight.loop_thread = threading.get_ident()
+        task = asyncio.get_running_loop().create_task(drive_async(action.flow, self))
+        _tasks.add(task)
+        task.add_done_callback(_tasks.discard)
+
+
+def sends(flow: Generator[Any, Any, Any], perform: SyncPerformer) -> Generator[Send, Any, Any]:
+    """Run ``flow``, performing every action but ``Send``; yield each ``Send`` and take its
+    answer (a TransportResponse) back, or an exception thrown in."""
+    value: Any = None
+    error: Optional[NavroAuthError] = None
+    while True:
+        try:
+            action = flow.throw(error) if error is not None else flow.send(value)
+        except StopIteration as stop:
+            return stop.value
+        value, error = None, None
+        try:
+            value = _checked((yield action)) if isinstance(action, Send) else perform(action)
+        except Exception as exc:
+            error = _error(action, exc)
+
+
+async def async_sends(
+    flow: Generator[Any, Any, Any], perform: AsyncPerformer
+) -> AsyncGenerator[Union[Send, Token], Any]:
+    """:func:`sends` for coroutines; an async generator cannot return, so it yields the
+    token last."""
+    value: Any = None
+    error: Optional[NavroAuthError] = None
+    while True:
+        try:
+            action = flow.throw(error) if error is not None else flow.send(value)
+        except StopIteration as stop:
+            yield stop.value
+            return
+        value, error = None, None
+        try:
+            value = _checked((yield action)) if isinstance(action, Send) else await perform(action)
+        except Exception as exc:
+            error = _error(action, exc)
+
+
+def drive_sync(
+    flow: Generator[Any, Any, Any], transport: SyncTransport, perform: SyncPerformer
+) -> Any:
+    """Run a flow on the calling thread, sending its token requests with ``transport``."""
+    steps = sends(flow, perform)
+    try:
+        send = next(steps)
+        while True:
+            try:
+                response = transport(send.request, timeout=send.timeout)
+            except Exception as exc:
+                send = steps.throw(exc)
+            else:
+                send = steps.send(response)
+    except StopIteration as stop:
+        return stop.value
+
+
+async def drive_async(flow: Generator[Any, Any, Any], perform: AsyncPerformer) -> Any:
+    """Run a flow on the running loop, sending its token requests with the performer's async
+    transport (bounded by each attempt's timeout, whatever the transport does)."""
+    steps = async_sends(flow, perform)
+    step = await steps.asend(None)
+    while isinstance(step, Send):
+        try:
+            assert perform.transport is not None
+            sent = perform.transport(step.request, timeout=step.timeout)
+            response = await asyncio.wait_for(sent, step.timeout)
+        except Exception as exc:
+            step = await steps.athrow(exc)
+        else:
+            step = await steps.asend(response)
+    await steps.aclose()
+    return step
