@@ -6,9 +6,10 @@ a connection half-way through a response. One event loop does all of that and a 
 cancels every connection task is prompt by construction.
 
 HTTP/1.1 itself (parsing, framing, keep-alive, ``100-continue``) is h11's: the engine feeds it
-bytes and sends what it serialises. The engine adds only the sandbox's own refusals (limits,
-request-target forms, ``Expect``) and what to answer is the handler's business. A handler gets a
-:class:`Request` and returns a :class:`Response` or a :class:`Disconnect`.
+bytes and sends what it serialises. The engine adds only the sandbox's own refusals (size
+limits, HTTP versions, request-target forms, ``Expect``, ambiguous framing); what to answer is
+the handler's business. A handler gets a :class:`Request` and returns a :class:`Response` or a
+:class:`Disconnect`.
 """
 
 from __future__ import annotations
