@@ -128,8 +128,16 @@ def _cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+class _MissingExtra(Exception):
+    """An optional library a command needs is not installed; the message says what to install."""
+
+
 def _cmd_sandbox(args: argparse.Namespace) -> int:
-    from .sandbox import Sandbox
+    try:
+        from .sandbox import Sandbox
+    except ImportError as exc:
+        _check_sandbox_extra(exc)
+        raise
 
     try:
         sandbox = Sandbox(
@@ -162,7 +170,11 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import format_table, run_demo
+    try:
+        from .demo import format_table, run_demo
+    except ImportError as exc:
+        _check_sandbox_extra(exc)
+        raise
 
     if args.requests < 1:
         raise ConfigurationError("--requests", "must be at least 1")
@@ -177,6 +189,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print("Each adapter made one token request for all its concurrent calls; the shared")
     print("provider made one for every adapter together.")
     return 0
+
+
+def _check_sandbox_extra(exc: ImportError) -> None:
+    """Raise the sandbox's ImportError for a missing h11 as :class:`_MissingExtra`."""
+    if exc.name == "h11":
+        raise _MissingExtra(str(exc)) from None
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -194,6 +212,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return handlers[args.command](args)
     except ConfigurationError as exc:
         _fail(f"configuration error: {exc}")
+        return EXIT_USAGE
+    except _MissingExtra as exc:
+        _fail(str(exc))
         return EXIT_USAGE
     except NavroAuthError as exc:
         _fail(f"{type(exc).__name__}: {exc}")

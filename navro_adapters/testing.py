@@ -11,27 +11,44 @@ in any test suite once navro-adapters is installed::
 ``navro_sandbox`` is a running :class:`~navro_adapters.sandbox.Sandbox` (function scope,
 stopped after the test); ``navro_credentials`` are matching ``Credentials``;
 ``navro_sandbox_factory`` starts sandboxes with your own settings (TTL, latency, secret).
+
+The sandbox needs the ``[sandbox]`` extra (h11). Without it the plugin still loads; only the
+tests using these fixtures fail, saying what to install.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, List
+from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Type
 
 import pytest
 
 from .credentials import Credentials
-from .sandbox import Sandbox
+
+if TYPE_CHECKING:
+    from .sandbox import Sandbox
 
 __all__ = ["navro_credentials", "navro_sandbox", "navro_sandbox_factory"]
+
+
+def _sandbox_class() -> Type[Sandbox]:
+    """The Sandbox class, or a test failure naming the extra when h11 is missing."""
+    try:
+        from .sandbox import Sandbox
+    except ImportError as exc:
+        if exc.name != "h11":
+            raise
+        pytest.fail(str(exc), pytrace=False)
+    return Sandbox
 
 
 @pytest.fixture
 def navro_sandbox_factory() -> Iterator[Callable[..., Sandbox]]:
     """Start sandboxes with any :class:`Sandbox` arguments; all are stopped after the test."""
+    sandbox_class = _sandbox_class()
     started: List[Sandbox] = []
 
     def start(**kwargs: Any) -> Sandbox:
-        sandbox = Sandbox(**kwargs).start()
+        sandbox = sandbox_class(**kwargs).start()
         started.append(sandbox)
         return sandbox
 

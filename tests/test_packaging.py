@@ -1,6 +1,7 @@
 """Packaging promises, checked wherever the suite runs (every tox environment included).
 
-* The core (the package, the sandbox, the CLI, the pytest plugin) imports no HTTP library.
+* The core (the package, the CLI, the pytest plugin) imports no HTTP library, and works without
+  h11; the sandbox imports only h11 (its ``[sandbox]`` extra, a framing library, no client).
 * An adapter whose library is missing fails to import with an ``ImportError`` that names the
   extra to install. Where the library really is absent (the ``core`` tox environment) that is
   checked in this process; everywhere, a subprocess blocks the library's import to check it.
@@ -32,14 +33,13 @@ PACKAGE_DIR = Path(navro_adapters.__file__).resolve().parent
 DISTRIBUTION = "navro-adapters"
 SUBPROCESS_TIMEOUT = 120  # seconds; generous for a loaded 2-core CI machine
 
-#: Top-level modules of the HTTP stacks (and the libraries they are built on) that the core
-#: must never import: installing navro-adapters alone must pull in none of them.
-HTTP_MODULES = frozenset(
+#: Top-level modules of the HTTP client stacks (and the libraries they are built on) that the
+#: core and the sandbox must never import: installing navro-adapters alone pulls in none of them.
+HTTP_CLIENT_MODULES = frozenset(
     {
         "aiohttp",
         "anyio",
         "authlib",
-        "h11",
         "h2",
         "httpcore",
         "httpcore2",
@@ -55,13 +55,12 @@ HTTP_MODULES = frozenset(
 #: The libraries an extra installs; the ``core`` tox environment must have none of them.
 EXTRA_LIBRARIES = ("aiohttp", "authlib", "httpx", "httpx2", "redis", "requests")
 
-#: The modules a user may import without any extra installed.
-CORE_MODULES = (
-    "navro_adapters",
-    "navro_adapters.sandbox",
-    "navro_adapters.cli",
-    "navro_adapters.testing",
-)
+#: The sandbox's HTTP/1.1 framing library: its ``[sandbox]`` extra, not an HTTP client.
+SANDBOX_LIBRARY = "h11"
+SANDBOX_MODULE = "navro_adapters.sandbox"
+
+#: The modules a user may import without any extra installed, h11 included.
+CORE_MODULES = ("navro_adapters", "navro_adapters.cli", "navro_adapters.testing")
 
 
 @dataclass(frozen=True)
@@ -137,16 +136,29 @@ print(json.dumps(sorted({name.partition(".")[0] for name in sys.modules})))
 def test_core_module_imports_no_http_library(module: str) -> None:
     loaded = set(run_python(_LOADED_MODULES, module))
     assert module.partition(".")[0] in loaded
-    assert not loaded & HTTP_MODULES, f"{module} imported {sorted(loaded & HTTP_MODULES)}"
+    forbidden = HTTP_CLIENT_MODULES | {SANDBOX_LIBRARY}
+    assert not loaded & forbidden, f"{module} imported {sorted(loaded & forbidden)}"
+
+
+def test_sandbox_imports_h11_and_no_http_client() -> None:
+    if not installed(SANDBOX_LIBRARY):
+        pytest.skip("h11 is not installed here")
+    loaded = set(run_python(_LOADED_MODULES, SANDBOX_MODULE))
+    assert SANDBOX_LIBRARY in loaded
+    clients = loaded & HTTP_CLIENT_MODULES
+    assert not clients, f"{SANDBOX_MODULE} imported {sorted(clients)}"
 
 
 @pytest.mark.skipif(
     not os.environ.get("NAVRO_EXPECT_NO_HTTP_LIBRARY"),
-    reason="only where no extra is installed (tox -e core)",
+    reason="only where no extra but [sandbox] is installed (tox -e core)",
 )
 def test_no_extra_library_is_installed() -> None:
-    # The core environment proves the core needs no HTTP library only if none leaked in.
+    # The core environment proves the core needs no HTTP client only if none leaked in; h11
+    # (the [sandbox] extra) is there so the sandbox tests run, and is no client.
     assert [name for name in EXTRA_LIBRARIES if installed(name)] == []
+    assert [name for name in HTTP_CLIENT_MODULES if installed(name)] == []
+    assert installed(SANDBOX_LIBRARY)
 
 
 # -- an adapter without its library says which extra to install ------------------------------
@@ -179,6 +191,18 @@ def test_adapter_whose_library_is_absent_names_the_extra(adapter: Adapter) -> No
     with pytest.raises(ImportError) as failure:
         importlib.import_module(adapter.module)
     assert_names_extra(str(failure.value), adapter.extra)
+
+
+def test_sandbox_without_h11_names_the_extra() -> None:
+    failure = run_python(_IMPORT_BLOCKED, SANDBOX_MODULE, json.dumps([SANDBOX_LIBRARY]))
+    assert failure is not None, f"{SANDBOX_MODULE} imported with h11 blocked"
+    assert failure["type"] == "ImportError"
+    assert_names_extra(failure["message"], "sandbox")
+
+
+@pytest.mark.parametrize("module", CORE_MODULES)
+def test_core_module_imports_without_h11(module: str) -> None:
+    assert run_python(_IMPORT_BLOCKED, module, json.dumps([SANDBOX_LIBRARY])) is None
 
 
 _REDIS_BLOCKED = """

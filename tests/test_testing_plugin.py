@@ -48,3 +48,32 @@ def test_fixtures_serve_a_users_test_suite(
         "-p", "no:navro_adapters", "-p", "navro_adapters.testing", "-p", "no:cacheprovider"
     )
     result.assert_outcomes(passed=3)
+
+
+USER_TESTS_WITHOUT_H11 = """
+def test_uses_the_sandbox(navro_sandbox):
+    pass
+
+
+def test_needs_no_sandbox():
+    import navro_adapters
+
+    assert navro_adapters.__version__
+"""
+
+
+def test_without_h11_only_sandbox_fixtures_fail_naming_the_extra(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makepyfile(test_user=USER_TESTS_WITHOUT_H11)
+    # sitecustomize runs before pytest and the plugin: h11 is unimportable from the start.
+    blocker = pytester.mkdir("block_h11")
+    (blocker / "sitecustomize.py").write_text("import sys\nsys.modules['h11'] = None\n")
+    paths = [str(blocker), ROOT, os.environ.get("PYTHONPATH", "")]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, paths)))
+    result = pytester.runpytest_subprocess(
+        "-p", "no:navro_adapters", "-p", "navro_adapters.testing", "-p", "no:cacheprovider"
+    )
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*needs h11: pip install 'navro-adapters[[]sandbox[]]'*"])
+    result.stdout.no_fnmatch_line("*Traceback*")

@@ -5,8 +5,11 @@ thread each, park a request forever (the ``hang`` fault) and still shut down at 
 a connection half-way through a response. One event loop does all of that and a ``close()`` that
 cancels every connection task is prompt by construction.
 
-The engine knows HTTP framing only; what to answer is the handler's business. A handler gets a
-:class:`Request` and returns a :class:`Response` or a :class:`Disconnect`.
+HTTP/1.1 itself (parsing, framing, keep-alive, ``100-continue``) is h11's: the engine feeds it
+bytes and sends what it serialises. The engine adds only the sandbox's own refusals (size
+limits, HTTP versions, request-target forms, ``Expect``, ambiguous framing); what to answer is
+the handler's business. A handler gets a :class:`Request` and returns a :class:`Response` or a
+:class:`Disconnect`.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import http
 import json
 import logging
 import os
-import re
 import socket
 import struct
 import threading
@@ -28,12 +30,20 @@ from email.utils import formatdate
 from typing import Awaitable, Callable, Dict, List, Mapping, Optional, Set, Tuple, Union
 from urllib.parse import urlsplit
 
+try:
+    import h11
+except ImportError as exc:  # the sandbox is an extra; the core never imports this module
+    raise ImportError(
+        "the Navro sandbox needs h11: pip install 'navro-adapters[sandbox]'", name="h11"
+    ) from exc
+
 __all__ = ["Disconnect", "HttpServer", "Request", "Response"]
 
 logger = logging.getLogger("navro_adapters")
 
 MAX_HEAD_BYTES = 64 * 1024  # request line + headers; larger gets 431
 MAX_BODY_BYTES = 64 * 1024  # request body; larger gets 413
+READ_SIZE = 64 * 1024  # bytes asked of the socket per read
 LISTEN_BACKLOG = 1024  # benchmarks open 200 connections at once
 ACCEPT_RETRY_DELAY = 0.1  # seconds to wait after accept() fails, e.g. out of descriptors
 ACCEPT_BATCH = 64  # connections accepted per wake-up, so a connect storm cannot starve requests
@@ -47,17 +57,19 @@ RESET_PARTIAL = (
     b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 128\r\n\r\n{"access_tok'
 )
 
-_TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_DIGITS_RE = re.compile(r"[0-9]{1,18}")
-_CHUNK_SIZE_RE = re.compile(rb"([0-9A-Fa-f]{1,8})[ \t]*(?:;[^\r\n]*)?")
-_VERSIONS = ("HTTP/1.1", "HTTP/1.0")
+_VERSIONS = ("1.1", "1.0")
 _NO_BODY_STATUSES = frozenset({204, 304})
-_SERVER_NAME = "navro-sandbox"
+_SERVER_NAME = b"navro-sandbox"
+_SENDABLE_STATES = (h11.IDLE, h11.SEND_RESPONSE)  # where a refusal can still be answered
 
 
 @dataclass(frozen=True)
 class Request:
-    """A parsed request. ``headers`` has lower-case names; repeated headers are comma-joined."""
+    """A parsed request. ``headers`` has lower-case names; repeated headers are comma-joined.
+
+    ``keep_alive`` is what the client asked for; whether the connection really stays open is
+    h11's decision, after the answer.
+    """
 
     method: str
     target: str
@@ -107,41 +119,11 @@ def json_response(
     return Response(status, body, "application/json", headers)
 
 
-def _reason(status: int) -> str:
+def _reason(status: int) -> bytes:
     try:
-        return http.HTTPStatus(status).phrase
+        return http.HTTPStatus(status).phrase.encode("ascii")
     except ValueError:
-        return "Unknown"
-
-
-def _parse_head(head: bytes) -> Tuple[str, str, str, Dict[str, str]]:
-    """Split a request head into method, target, version and lower-cased headers."""
-    lines = head.decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3:
-        raise HttpError(400, "malformed request line")
-    method, target, version = parts
-    if not _TOKEN_RE.fullmatch(method):
-        raise HttpError(400, "malformed method")
-    if version not in _VERSIONS:
-        if re.fullmatch(r"HTTP/[0-9]\.[0-9]", version):
-            raise HttpError(505, "only HTTP/1.0 and HTTP/1.1 are supported")
-        raise HttpError(400, "malformed HTTP version")
-    if not target or any(ch in target for ch in " \t\x00\n"):
-        raise HttpError(400, "malformed request target")
-    headers: Dict[str, str] = {}
-    for line in lines[1:]:
-        if not line:
-            continue
-        if line[0] in " \t":
-            raise HttpError(400, "obsolete header line folding is not accepted")
-        name, sep, value = line.partition(":")
-        if not sep or not _TOKEN_RE.fullmatch(name) or any(ch in value for ch in "\n\x00"):
-            raise HttpError(400, "malformed header line")
-        key = name.lower()
-        value = value.strip(" \t")
-        headers[key] = f"{headers[key]}, {value}" if key in headers else value
-    return method, target, version, headers
+        return b"Unknown"
 
 
 def _split_target(target: str) -> Tuple[str, str]:
@@ -157,11 +139,142 @@ def _split_target(target: str) -> Tuple[str, str]:
     raise HttpError(400, "unsupported request target form")
 
 
+def _joined_headers(event: h11.Request) -> Dict[str, str]:
+    headers: Dict[str, str] = {}
+    for raw_name, raw_value in event.headers:  # h11 gives names lower-cased
+        name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return headers
+
+
+def _check_head(version: str, headers: Mapping[str, str]) -> None:
+    """The sandbox's own refusals of a request head h11 accepted."""
+    if version not in _VERSIONS:
+        raise HttpError(505, "only HTTP/1.0 and HTTP/1.1 are supported")
+    expect = headers.get("expect")
+    if expect is not None and expect.lower() != "100-continue":
+        raise HttpError(417, "unsupported Expect header")
+    # h11 lets Transfer-Encoding win over Content-Length; a test server refuses the ambiguity.
+    if "transfer-encoding" in headers and ("content-length" in headers or version != "1.1"):
+        raise HttpError(400, "ambiguous message framing")
+    length = headers.get("content-length")
+    if length is not None and int(length) > MAX_BODY_BYTES:  # h11 checked it is digits
+        raise HttpError(413, "request body too large")
+
+
 def _wants_keep_alive(version: str, headers: Mapping[str, str]) -> bool:
     tokens = {token.strip().lower() for token in headers.get("connection", "").split(",")}
-    if version == "HTTP/1.1":
-        return "close" not in tokens
-    return "keep-alive" in tokens
+    return version == "1.1" and "close" not in tokens
+
+
+class _Peer:
+    """One accepted connection: its streams, h11's state of it and the request being answered."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+        self.method = ""  # a HEAD request's answer has no body
+        self.received = 0  # bytes given to h11 since this request began
+
+    async def next_event(self) -> object:
+        """h11's next event, reading as needed; h11's refusals become :class:`HttpError`."""
+        while True:
+            try:
+                event = self.h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                status = 431 if exc.error_status_hint == 431 else 400
+                raise HttpError(status, str(exc)) from None
+            if event is not h11.NEED_DATA:
+                return event
+            if self.h11.they_are_waiting_for_100_continue:
+                self.writer.write(
+                    self.h11.send(
+                        h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
+                    )
+                )
+            data = await self.reader.read(READ_SIZE)
+            self.received += len(data)
+            self.h11.receive_data(data)  # b"": end of input
+
+    async def read_request(self) -> Optional[Request]:
+        """The next whole request, or None when the client closed between requests."""
+        self.method = ""
+        event = await self.next_event()
+        if isinstance(event, h11.ConnectionClosed):
+            return None
+        assert isinstance(event, h11.Request)  # what h11 yields first on a server connection
+        self.method = event.method.decode("ascii")
+        # h11 bounds an incomplete head only; one completed by the read that crossed the limit
+        # is measured here.
+        if self.received > MAX_HEAD_BYTES and self.head_size() > MAX_HEAD_BYTES:
+            raise HttpError(431, "request head too large")
+        version = event.http_version.decode("ascii")
+        target = event.target.decode("ascii")
+        headers = _joined_headers(event)
+        _check_head(version, headers)
+        path, query = _split_target(target)
+        body = bytearray()
+        while True:
+            event = await self.next_event()
+            if isinstance(event, h11.EndOfMessage):
+                break
+            assert isinstance(event, h11.Data)
+            body += event.data
+            if len(body) > MAX_BODY_BYTES:
+                raise HttpError(413, "request body too large")
+        return Request(
+            self.method,
+            target,
+            path,
+            query,
+            f"HTTP/{version}",
+            headers,
+            bytes(body),
+            _wants_keep_alive(version, headers),
+        )
+
+    def respond(self, response: Response, date: bytes, close: bool) -> None:
+        """Write ``response`` (and, with ``close``, ``Connection: close``) through h11."""
+        headers: List[Tuple[bytes, bytes]] = [(b"Date", date), (b"Server", _SERVER_NAME)]
+        if response.content_type is not None:
+            headers.append((b"Content-Type", response.content_type.encode("latin-1")))
+        headers.extend(
+            (name.encode("latin-1"), value.encode("latin-1")) for name, value in response.headers
+        )
+        body = response.body
+        if response.status in _NO_BODY_STATUSES:
+            body = b""
+        else:
+            headers.append((b"Content-Length", str(len(body)).encode("ascii")))
+        if close:
+            headers.append((b"Connection", b"close"))
+        try:
+            event = h11.Response(
+                status_code=response.status, headers=headers, reason=_reason(response.status)
+            )
+        except h11.LocalProtocolError:  # e.g. a fault's 1xx status or odd header name
+            logger.exception("sandbox answer is not valid HTTP; sending 500 instead")
+            self.respond(json_response(500, {"error": "server_error"}), date, close)
+            return
+        data = self.h11.send(event)
+        if body and self.method != "HEAD":
+            data += self.h11.send(h11.Data(data=body))
+        self.writer.write(data + self.h11.send(h11.EndOfMessage()))
+
+    def head_size(self) -> int:
+        """Bytes of the current request h11 has parsed (right after its Request event: the head)."""
+        return self.received - len(self.h11.trailing_data[0])
+
+    def next_cycle(self) -> None:
+        """Reuse the connection for the next request (h11 keeps any pipelined bytes)."""
+        self.h11.start_next_cycle()
+        self.received = len(self.h11.trailing_data[0])
+
+    @property
+    def must_close(self) -> bool:
+        """After an answer: does h11 say this connection cannot serve another request?"""
+        return self.h11.our_state is not h11.DONE or self.h11.their_state is not h11.DONE
 
 
 class HttpServer:
@@ -183,7 +296,7 @@ class HttpServer:
         self._start_error: Optional[BaseException] = None
         self._lock = threading.Lock()
         self._closed = False
-        self._date_cache: Tuple[int, str] = (0, "")
+        self._date_cache: Tuple[int, bytes] = (0, b"")
 
     @property
     def port(self) -> int:
@@ -318,19 +431,19 @@ class HttpServer:
     # -- one connection --------------------------------------------------------------------
 
     async def _serve_socket(self, conn: socket.socket) -> None:
-        reader, writer = await asyncio.open_connection(sock=conn, limit=MAX_HEAD_BYTES)
+        reader, writer = await asyncio.open_connection(sock=conn)
         task = asyncio.current_task()
         if task is not None:
             self._connections[task] = None  # the transport owns (and will close) the socket now
-        await self._serve(reader, writer)
+        await self._serve(_Peer(reader, writer))
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        transport = writer.transport
+    async def _serve(self, peer: _Peer) -> None:
+        transport = peer.writer.transport
         self._transports.add(transport)
         abort = False
         try:
-            abort = await self._serve_requests(reader, writer)
-        except (asyncio.CancelledError, ConnectionError, asyncio.IncompleteReadError, OSError):
+            abort = await self._serve_requests(peer)
+        except (asyncio.CancelledError, ConnectionError, OSError):
             abort = True
         except Exception:  # one broken connection must not stop the server
             logger.exception("sandbox connection failed")
@@ -340,27 +453,17 @@ class HttpServer:
             if abort:
                 transport.abort()
             else:
-                writer.close()
+                peer.writer.close()
 
-    async def _serve_requests(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> bool:
+    async def _serve_requests(self, peer: _Peer) -> bool:
         """Serve requests until the connection should close; True means close abruptly."""
         while True:
             try:
-                head = await reader.readuntil(b"\r\n\r\n")
-            except asyncio.IncompleteReadError:
-                return False  # the client closed the connection between requests
-            except asyncio.LimitOverrunError:
-                await self._refuse(reader, writer, HttpError(431, "request head too large"))
-                return False
-            head = head.lstrip(b"\r\n")  # RFC 9112 2.2: ignore empty lines before a request
-            if not head:
-                continue
-            try:
-                request = await self._read_request(head, reader, writer)
+                request = await peer.read_request()
             except HttpError as exc:
-                await self._refuse(reader, writer, exc)
+                await self._refuse(peer, exc)
+                return False
+            if request is None:
                 return False
             try:
                 reply = await self._handler(request)
@@ -368,84 +471,21 @@ class HttpServer:
                 logger.exception("sandbox handler failed")
                 reply = json_response(500, {"error": "server_error"})
             if isinstance(reply, Disconnect):
-                return await self._disconnect(reply, writer)
-            keep_alive = request.keep_alive and not reply.close
-            writer.write(
-                self._serialize(reply, request.version, keep_alive, request.method == "HEAD")
-            )
-            await writer.drain()
-            if not keep_alive:
+                return await self._disconnect(reply, peer.writer)
+            peer.respond(reply, self._http_date(), reply.close)
+            await peer.writer.drain()
+            if peer.must_close:
                 return False
+            peer.next_cycle()
 
-    async def _read_request(
-        self, head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> Request:
-        method, target, version, headers = _parse_head(head)
-        path, query = _split_target(target)
-        length_header = headers.get("content-length")
-        coding = headers.get("transfer-encoding")
-        expect = headers.get("expect")
-        if expect is not None and expect.lower() != "100-continue":
-            raise HttpError(417, "unsupported Expect header")
-        if coding is not None:
-            if length_header is not None:
-                raise HttpError(400, "both Transfer-Encoding and Content-Length")
-            if coding.strip().lower() != "chunked" or version != "HTTP/1.1":
-                raise HttpError(400, "unsupported Transfer-Encoding")
-            if expect is not None:
-                writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            body = await self._read_chunked(reader)
-        elif length_header is not None:
-            if not _DIGITS_RE.fullmatch(length_header):
-                raise HttpError(400, "malformed Content-Length")
-            length = int(length_header)
-            if length > MAX_BODY_BYTES:
-                raise HttpError(413, "request body too large")
-            if expect is not None and length and version == "HTTP/1.1":
-                writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            body = await reader.readexactly(length) if length else b""
-        else:
-            body = b""
-        return Request(
-            method, target, path, query, version, headers, body, _wants_keep_alive(version, headers)
-        )
-
-    async def _read_chunked(self, reader: asyncio.StreamReader) -> bytes:
-        chunks: List[bytes] = []
-        total = 0
-        while True:
-            try:
-                line = await reader.readuntil(b"\r\n")
-            except asyncio.LimitOverrunError:
-                raise HttpError(400, "malformed chunk") from None
-            match = _CHUNK_SIZE_RE.fullmatch(line[:-2])
-            if match is None:
-                raise HttpError(400, "malformed chunk size")
-            size = int(match.group(1), 16)
-            if size == 0:
-                break
-            total += size
-            if total > MAX_BODY_BYTES:
-                raise HttpError(413, "request body too large")
-            chunks.append(await reader.readexactly(size))
-            if await reader.readexactly(2) != b"\r\n":
-                raise HttpError(400, "malformed chunk terminator")
-        while True:  # trailer fields, ignored, up to the empty line
-            try:
-                line = await reader.readuntil(b"\r\n")
-            except asyncio.LimitOverrunError:
-                raise HttpError(400, "malformed chunked trailer") from None
-            if line == b"\r\n":
-                return b"".join(chunks)
-
-    async def _refuse(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, error: HttpError
-    ) -> None:
+    async def _refuse(self, peer: _Peer, error: HttpError) -> None:
         """Answer a request the engine could not accept, then close without losing the answer."""
-        response = json_response(
-            error.status, {"error": "invalid_request", "error_description": str(error)}
-        )
-        writer.write(self._serialize(response, "HTTP/1.1", False, False))
+        if peer.h11.our_state in _SENDABLE_STATES:
+            response = json_response(
+                error.status, {"error": "invalid_request", "error_description": str(error)}
+            )
+            peer.respond(response, self._http_date(), close=True)
+        writer, reader = peer.writer, peer.reader
         await writer.drain()
         if writer.can_write_eof():
             writer.write_eof()
@@ -458,7 +498,7 @@ class HttpServer:
             if remaining <= 0:
                 break
             try:
-                data = await asyncio.wait_for(reader.read(65536), remaining)
+                data = await asyncio.wait_for(reader.read(READ_SIZE), remaining)
             except (asyncio.TimeoutError, ConnectionError, OSError):
                 break
             if not data:
@@ -471,7 +511,7 @@ class HttpServer:
                 await self._released.wait()
             return True
         if kind is Disconnect.RESET:
-            writer.write(RESET_PARTIAL)
+            writer.write(RESET_PARTIAL)  # raw bytes: h11 would (rightly) never send half an answer
             await writer.drain()
             sock = writer.get_extra_info("socket")
             if sock is not None:
@@ -479,33 +519,8 @@ class HttpServer:
             return True  # abort() with linger 0 sends RST
         return False  # DROP: an orderly close, without a response
 
-    # -- responses -----------------------------------------------------------------------------
-
-    def _http_date(self) -> str:
+    def _http_date(self) -> bytes:
         now = int(time.time())
         if self._date_cache[0] != now:
-            self._date_cache = (now, formatdate(now, usegmt=True))
+            self._date_cache = (now, formatdate(now, usegmt=True).encode("ascii"))
         return self._date_cache[1]
-
-    def _serialize(
-        self, response: Response, version: str, keep_alive: bool, head_only: bool
-    ) -> bytes:
-        lines = [
-            f"HTTP/1.1 {response.status} {_reason(response.status)}",
-            f"Date: {self._http_date()}",
-            f"Server: {_SERVER_NAME}",
-        ]
-        if response.content_type is not None:
-            lines.append(f"Content-Type: {response.content_type}")
-        lines.extend(f"{name}: {value}" for name, value in response.headers)
-        body = response.body
-        if response.status in _NO_BODY_STATUSES:
-            body = b""
-        else:
-            lines.append(f"Content-Length: {len(body)}")
-        if not keep_alive:
-            lines.append("Connection: close")
-        elif version == "HTTP/1.0":
-            lines.append("Connection: keep-alive")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        return head if head_only else head + body

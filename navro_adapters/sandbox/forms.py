@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Dict, List, Optional, Tuple
 from urllib.parse import parse_qsl
 
-from .multipart import MultipartError, boundary_of, parse_multipart
+from .multipart import MultipartError, parse_multipart
 
 __all__ = ["FormError", "parse_form"]
 
@@ -44,7 +44,7 @@ def parse_form(content_type: Optional[str], body: bytes) -> Dict[str, str]:
         pairs = _urlencoded(body)
     elif media_type == MULTIPART:
         try:
-            pairs = parse_multipart(body, boundary_of(content_type or ""))
+            pairs = parse_multipart(content_type or "", body)
         except MultipartError as exc:
             raise FormError(str(exc)) from None
     else:

@@ -6,7 +6,8 @@ import json
 import os
 import subprocess
 import sys
-from typing import Dict, Iterator, Optional
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional
 
 import pytest
 
@@ -210,3 +211,30 @@ def test_demo_runs_every_installed_adapter() -> None:
         if "not installed" in line:
             continue
         assert " 1 " in f" {line} ", line  # one token fetch per adapter row
+
+
+# -- without the [sandbox] extra ---------------------------------------------------------------
+
+
+@pytest.fixture
+def without_h11(tmp_path: Path) -> Dict[str, str]:
+    """Environment for a subprocess in which ``import h11`` fails, as if it were not installed."""
+    (tmp_path / "sitecustomize.py").write_text("import sys\nsys.modules['h11'] = None\n")
+    paths = [str(tmp_path), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {"PYTHONPATH": os.pathsep.join(paths)}
+
+
+@pytest.mark.parametrize("command", [["sandbox", "--port", "0"], ["demo"]])
+def test_sandbox_commands_without_h11_say_what_to_install(
+    command: List[str], without_h11: Dict[str, str]
+) -> None:
+    result = run(*command, env=without_h11, timeout=30)
+    assert_clean_failure(result, 2)
+    assert "pip install 'navro-adapters[sandbox]'" in result.stderr
+    assert result.stdout == ""
+
+
+def test_token_command_needs_no_h11(sandbox: Sandbox, without_h11: Dict[str, str]) -> None:
+    result = run("token", env={**sandbox_env(sandbox), **without_h11})
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.strip()) >= 32
