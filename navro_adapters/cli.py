@@ -50,7 +50,10 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     token.add_argument("--client-id")
     token.add_argument("--client-secret")
-    token.add_argument("--client-secret-file", help="read the secret from this file")
+    token.add_argument(
+        "--client-secret-file",
+        help="read the secret from this file, as NAVRO_CLIENT_SECRET_FILE does (a mounted secret)",
+    )
     token.add_argument("--company")
     token.add_argument("--environment", choices=("sandbox", "production"))
     token.add_argument("--base-url")
@@ -75,25 +78,24 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def _credentials_from(args: argparse.Namespace) -> Credentials:
     env = dict(os.environ)
-    secret = args.client_secret
-    if args.client_secret_file:
-        try:
-            with open(args.client_secret_file, encoding="utf-8") as handle:
-                secret = handle.read().strip()
-        except OSError as exc:
-            raise ConfigurationError(
-                "--client-secret-file", f"cannot be read ({exc.strerror or type(exc).__name__})"
-            ) from None
+    if args.client_secret and args.client_secret_file:
+        raise ConfigurationError("--client-secret-file", "give it or --client-secret, not both")
+    if args.client_secret or args.client_secret_file:  # a flag overrides both variables
+        env.pop("NAVRO_CLIENT_SECRET", None)
+        env.pop("NAVRO_CLIENT_SECRET_FILE", None)
     overrides = {
         "NAVRO_CLIENT_ID": args.client_id,
-        "NAVRO_CLIENT_SECRET": secret,
+        "NAVRO_CLIENT_SECRET": args.client_secret,
+        "NAVRO_CLIENT_SECRET_FILE": args.client_secret_file,
         "NAVRO_COMPANY": args.company,
         "NAVRO_ENVIRONMENT": args.environment,
         "NAVRO_BASE_URL": args.base_url,
         "NAVRO_TOKEN_URL": args.token_url,
     }
     env.update({k: v for k, v in overrides.items() if v is not None})
-    return Credentials.from_env(env)
+    credentials = Credentials.from_env(env)
+    credentials.client_secret  # noqa: B018 - a secret file that cannot be read fails here, first
+    return credentials
 
 
 def _cmd_token(args: argparse.Namespace) -> int:

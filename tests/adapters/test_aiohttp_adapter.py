@@ -360,9 +360,10 @@ async def test_a_session_with_a_default_auth_can_still_fetch_tokens(sandbox: San
     ) as session:
         assert (await get(session, ping(sandbox)))[0] == 200
     token_request = next(r for r in sandbox.requests_seen() if r.kind == "token")
-    assert token_request.headers["authorization"] == build_token_request(
-        sandbox.credentials()
-    ).headers["Authorization"]
+    assert (
+        token_request.headers["authorization"]
+        == build_token_request(sandbox.credentials()).headers["Authorization"]
+    )
     assert sandbox.stats().token_requests == 1
 
 
