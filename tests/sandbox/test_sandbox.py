@@ -103,12 +103,14 @@ def oauth_error(answer: Answer) -> str:
     return str(document["error"])
 
 
-def raw_exchange(sandbox: Sandbox, data: bytes, timeout: float = TIMEOUT) -> bytes:
-    """Send raw bytes and read until the server closes or a whole response has arrived."""
+def _exchange(
+    sandbox: Sandbox, data: bytes, timeout: float, complete: Callable[[bytes], bool]
+) -> bytes:
+    """Send raw bytes; read until ``complete(received)``, or the server closes or resets."""
     with socket.create_connection(("127.0.0.1", sandbox.port), timeout=timeout) as sock:
         sock.sendall(data)
         received = b""
-        while True:
+        while not complete(received):
             try:
                 chunk = sock.recv(65536)
             except ConnectionResetError:
@@ -116,26 +118,25 @@ def raw_exchange(sandbox: Sandbox, data: bytes, timeout: float = TIMEOUT) -> byt
             if not chunk:
                 return received
             received += chunk
-            head, sep, body = received.partition(b"\r\n\r\n")
-            if sep and b"content-length:" in head.lower():
-                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-                if len(body) >= length:
-                    return received
+        return received
+
+
+def _whole_response(received: bytes) -> bool:
+    head, sep, body = received.partition(b"\r\n\r\n")
+    if not sep or b"content-length:" not in head.lower():
+        return False
+    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+    return len(body) >= length
+
+
+def raw_exchange(sandbox: Sandbox, data: bytes, timeout: float = TIMEOUT) -> bytes:
+    """Send raw bytes and read until the server closes or a whole response has arrived."""
+    return _exchange(sandbox, data, timeout, _whole_response)
 
 
 def exchange_until_closed(sandbox: Sandbox, data: bytes, timeout: float = TIMEOUT) -> bytes:
     """Send raw bytes and read until the server closes the connection (a timeout fails)."""
-    with socket.create_connection(("127.0.0.1", sandbox.port), timeout=timeout) as sock:
-        sock.sendall(data)
-        received = b""
-        while True:
-            try:
-                chunk = sock.recv(65536)
-            except ConnectionResetError:
-                return received
-            if not chunk:
-                return received
-            received += chunk
+    return _exchange(sandbox, data, timeout, lambda received: False)
 
 
 def status_of(raw: bytes) -> int:

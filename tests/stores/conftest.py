@@ -12,9 +12,10 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, List, Optional
+from typing import Any, Callable, Iterator, List, Optional, Tuple, Type, TypeVar
 
 import pytest
 
@@ -23,6 +24,7 @@ from navro_adapters.sandbox import Sandbox
 REDIS_START_TIMEOUT = 10.0  # seconds for redis-server to accept connections
 REDIS_STOP_TIMEOUT = 5.0  # seconds for it to exit after SIGTERM, before SIGKILL
 REPO_ROOT = Path(__file__).resolve().parents[2]
+_S = TypeVar("_S")
 
 
 def free_port() -> int:
@@ -169,3 +171,23 @@ def sandbox() -> Iterator[Sandbox]:
         client_id="store-client", client_secret="s3cr3t-value-never-logged", company="acme"
     ) as sb:
         yield sb
+
+
+def recording_threads(store_class: Type[_S]) -> Tuple[Type[_S], List[int]]:
+    """A subclass of ``store_class`` recording the thread each store call runs on."""
+    threads: List[int] = []
+
+    class Recording(store_class):  # type: ignore[valid-type,misc]
+        def load(self, key: str) -> Any:
+            threads.append(threading.get_ident())
+            return super().load(key)
+
+        def try_lock(self, key: str, owner: str, ttl: float) -> bool:
+            threads.append(threading.get_ident())
+            return super().try_lock(key, owner, ttl)
+
+        def unlock(self, key: str, owner: str) -> None:
+            threads.append(threading.get_ident())
+            super().unlock(key, owner)
+
+    return Recording, threads

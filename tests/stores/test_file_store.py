@@ -25,7 +25,7 @@ from navro_adapters.errors import ConfigurationError, TokenStoreError
 from navro_adapters.sandbox import Sandbox
 from navro_adapters.stores import FileStore
 
-from .conftest import REPO_ROOT
+from .conftest import REPO_ROOT, recording_threads
 
 KEY = "k" * 40
 OTHER_KEY = "o" * 40
@@ -454,21 +454,7 @@ def test_the_secret_is_never_written(tmp_path: Path, sandbox: Sandbox) -> None:
 async def test_the_async_provider_runs_store_calls_off_the_event_loop(
     tmp_path: Path, sandbox: Sandbox
 ) -> None:
-    threads: List[int] = []
-
-    class Recording(FileStore):
-        def load(self, key: str) -> Any:
-            threads.append(threading.get_ident())
-            return super().load(key)
-
-        def try_lock(self, key: str, owner: str, ttl: float) -> bool:
-            threads.append(threading.get_ident())
-            return super().try_lock(key, owner, ttl)
-
-        def unlock(self, key: str, owner: str) -> None:
-            threads.append(threading.get_ident())
-            super().unlock(key, owner)
-
+    Recording, threads = recording_threads(FileStore)
     store = Recording(tmp_path / "tokens.json")
     key = sandbox.credentials().cache_key
     token = await TokenProvider(sandbox.credentials(), store=store).aget_token()

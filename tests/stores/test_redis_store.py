@@ -22,7 +22,7 @@ from navro_adapters.errors import ConfigurationError, TokenStoreError
 from navro_adapters.sandbox import Sandbox
 from navro_adapters.stores import RedisStore
 
-from .conftest import REPO_ROOT, RedisServer
+from .conftest import REPO_ROOT, RedisServer, recording_threads
 
 pytestmark = pytest.mark.redis
 
@@ -294,21 +294,7 @@ async def test_an_asyncio_client_is_refused(redis_server: RedisServer) -> None:
 async def test_the_async_provider_runs_store_calls_off_the_event_loop(
     redis_server: RedisServer, key_prefix: str, raw: Any, sandbox: Sandbox
 ) -> None:
-    threads: List[int] = []
-
-    class Recording(RedisStore):
-        def load(self, key: str) -> Any:
-            threads.append(threading.get_ident())
-            return super().load(key)
-
-        def try_lock(self, key: str, owner: str, ttl: float) -> bool:
-            threads.append(threading.get_ident())
-            return super().try_lock(key, owner, ttl)
-
-        def unlock(self, key: str, owner: str) -> None:
-            threads.append(threading.get_ident())
-            super().unlock(key, owner)
-
+    Recording, threads = recording_threads(RedisStore)
     store = Recording(redis_server.url, key_prefix=key_prefix)
     await TokenProvider(sandbox.credentials(), store=store).aget_token()
     calls = list(threads)
