@@ -17,7 +17,19 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any, AsyncGenerator, Awaitable, Callable, Generator, Optional, Set, Union
+from typing import (
+    Any,
+    AsyncGenerator,
+    Awaitable,
+    Callable,
+    Dict,
+    Generator,
+    List,
+    NoReturn,
+    Optional,
+    Set,
+    Union,
+)
 
 from ._flow import Action, Send, Sleep, Spawn, StoreCall, Wait
 from .errors import NavroAuthError, TokenStoreError, TransportError
@@ -26,7 +38,15 @@ from .store import TokenStore
 from .token import Token
 from .transport import AsyncTransport, SyncTransport, transport_failure
 
-__all__ = ["DEADLOCK", "AsyncPerformer", "SyncPerformer", "async_sends", "drive_async", "sends"]
+__all__ = [
+    "DEADLOCK",
+    "AsyncPerformer",
+    "ClientSends",
+    "SyncPerformer",
+    "async_sends",
+    "drive_async",
+    "sends",
+]
 
 STORE_CALL_TIMEOUT = 2.0  # seconds for one store call from a coroutine; a hung store is skipped
 #: What a blocking Wait answers when the flight runs on this very thread's event loop.
@@ -210,3 +230,74 @@ async def drive_async(flow: Generator[Any, Any, Any], perform: AsyncPerformer) -
             step = await steps.asend(response)
     await steps.aclose()
     return step
+
+
+def _response_of(response: Any) -> TransportResponse:
+    return TransportResponse.build(response.status_code, response.headers.items(), response.content)
+
+
+class ClientSends:
+    """Token requests handed to an HTTP client to send in its own auth flow (httpx's way).
+
+    The client sends what :meth:`request` is given; if it gives up on one without an answer
+    it closes the auth flow, raising its own exception around it. ``failures`` collects what
+    the client's transport reported (httpx's ``trace`` extension) so that :meth:`abandon`
+    can tell a failed token request (raised as our typed error instead; a non-retryable one
+    also fails every caller waiting on it) from a cancelled one (the waiters take over).
+    """
+
+    __slots__ = ("failures",)
+
+    def __init__(self) -> None:
+        self.failures: List[BaseException] = []
+
+    def record(self, event: str, info: Dict[str, Any]) -> None:
+        """A ``trace`` callback: keep the exception of every failed transport step."""
+        if event.endswith(".failed") and isinstance(info.get("exception"), Exception):
+            self.failures.append(info["exception"])
+
+    async def arecord(self, event: str, info: Dict[str, Any]) -> None:
+        self.record(event, info)
+
+    def answer(self, steps: Generator[Send, Any, Any], response: Any) -> Any:
+        """Pass the client's answer (an httpx-like response, body not read yet) on to
+        ``steps`` and return its next step. A body that fails to arrive ends this caller's
+        part like a failed send (the client would not take another request after it)."""
+        try:
+            response.read()
+        except Exception as exc:
+            self.failures.append(exc)
+            self.abandon(steps)
+        return steps.send(_response_of(response))
+
+    async def aanswer(self, steps: AsyncGenerator[Any, Any], response: Any) -> Any:
+        """:meth:`answer` for the async flow."""
+        try:
+            await response.aread()
+        except Exception as exc:
+            self.failures.append(exc)
+            await self.aabandon(steps)
+        return await steps.asend(_response_of(response))
+
+    def _error(self) -> Optional[NavroAuthError]:
+        if not self.failures:
+            return None
+        error = transport_failure(self.failures[-1])
+        error.__cause__ = self.failures[-1]
+        return error
+
+    def abandon(self, steps: Generator[Send, Any, Any]) -> NoReturn:
+        """The client closed the flow mid-request: raise what the caller should see."""
+        error = self._error()
+        if error is not None and not error.retryable:
+            steps.throw(error)  # the flight fails with it, so its waiters get it too
+        steps.close()  # a cancel, or a transient failure: the waiters take the flight over
+        raise error if error is not None else GeneratorExit
+
+    async def aabandon(self, steps: AsyncGenerator[Any, Any]) -> NoReturn:
+        """:meth:`abandon` for the async flow."""
+        error = self._error()
+        if error is not None and not error.retryable:
+            await steps.athrow(error)
+        await steps.aclose()
+        raise error if error is not None else GeneratorExit

@@ -1,4 +1,4 @@
-"""The installed httpx flavours (httpx, httpx2 or both) and token transports on their clients.
+"""The installed httpx flavours (httpx, httpx2 or both), and token transports on their clients.
 
 httpx2 is the maintained successor of httpx with the same API under another import name; the
 adapter in :mod:`navro_adapters.httpx` serves both, so this module finds each installed
@@ -8,16 +8,19 @@ names are then one module and one flavour. Only public API of either is used.
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 from types import ModuleType
-from typing import Any, Dict, List, Optional, Tuple, Type
+from typing import Any, Callable, Dict, Generator, List, Tuple, Type
 
+from ._drivers import ClientSends, sends
+from ._flow import Send
 from .errors import ConfigurationError, TransportError
 from .protocol import TokenRequest, TransportResponse
+from .provider import TokenProvider
+from .token import Token
 from .transport import transport_failure
 
-__all__ = ["FLAVOURS", "AsyncHttpxTransport", "Flavour", "HttpxTransport", "flavour_of_request"]
+__all__ = ["FLAVOURS", "REPLAYABLE_STREAMS", "AsyncHttpxTransport", "Flavour", "HttpxTransport"]
 
 INSTALL_HINT = (
     "navro_adapters.httpx needs httpx or httpx2: "
@@ -29,27 +32,18 @@ _FLAVOUR_NAMES = ("httpx", "httpx2")  # httpx first: the name most code imports 
 class Flavour:
     """One installed httpx-compatible library: the types the adapter checks against."""
 
-    __slots__ = ("errors", "module", "name", "replayable_streams")
+    __slots__ = ("errors", "module", "name")
 
     def __init__(self, name: str, module: ModuleType) -> None:
         self.name = name
         self.module = module
-        # A ByteStream holds the whole body in memory and can be sent again; generator and
-        # multipart file bodies cannot (a non-seekable file would go out truncated).
-        self.replayable_streams: Tuple[type, ...] = (module.ByteStream,)
         # InvalidURL is not an HTTPError; OSError covers TLS or proxy set-up outside httpx.
-        self.errors: Tuple[Type[BaseException], ...] = (
-            module.HTTPError,
-            module.InvalidURL,
-            OSError,
-        )
+        errors = (module.HTTPError, module.InvalidURL, OSError)
+        self.errors: Tuple[Type[BaseException], ...] = errors
 
     def failure(self, exc: BaseException) -> TransportError:
         """Our error for an httpx exception (never its text: it may hold a URL)."""
         return transport_failure(exc, timed_out=isinstance(exc, self.module.TimeoutException))
-
-    def __repr__(self) -> str:
-        return f"Flavour({self.name!r}, version={getattr(self.module, '__version__', '?')!r})"
 
 
 def _discover() -> List[Flavour]:
@@ -67,103 +61,92 @@ def _discover() -> List[Flavour]:
 FLAVOURS: Tuple[Flavour, ...] = tuple(_discover())
 if not FLAVOURS:
     raise ImportError(INSTALL_HINT)
-_BY_REQUEST: Dict[type, Flavour] = {f.module.Request: f for f in FLAVOURS}
+#: A ByteStream holds the whole body in memory and can be sent again; generator and multipart
+#: file bodies cannot (a non-seekable file would go out truncated).
+REPLAYABLE_STREAMS: Tuple[type, ...] = tuple(f.module.ByteStream for f in FLAVOURS)
 
 
-def flavour_of_request(request: Any) -> Optional[Flavour]:
-    return _BY_REQUEST.get(type(request))
-
-
-def _flavour_of(client: Any, flavour: Optional[str], *, sync: bool) -> Flavour:
-    if client is None:
-        for found in FLAVOURS:
-            if flavour in (None, found.name):
-                return found
-        names = tuple(f.name for f in FLAVOURS)
-        raise ConfigurationError("flavour", f"{flavour!r} is not installed (found {names})")
+def _flavour_of(client: Any, kind: str) -> Flavour:
     for found in FLAVOURS:
-        if isinstance(client, found.module.Client if sync else found.module.AsyncClient):
+        if isinstance(client, getattr(found.module, kind)):
             return found
-    kind = "Client" if sync else "AsyncClient"
-    raise ConfigurationError(
-        "client" if sync else "async_client", f"must be an httpx.{kind} or httpx2.{kind}"
-    )
+    raise ConfigurationError(kind.lower(), f"must be an httpx.{kind} or httpx2.{kind}")
 
 
 def _send_options(request: TokenRequest, timeout: float) -> Dict[str, Any]:
     # Never the client's auth (it may be ours), never a redirect (it would carry the secret).
-    return {
-        "headers": dict(request.headers),
-        "content": request.body,
-        "auth": None,
-        "follow_redirects": False,
-        "timeout": timeout,
-    }
+    options = {"headers": dict(request.headers), "content": request.body, "timeout": timeout}
+    return {**options, "auth": None, "follow_redirects": False}
 
 
-def _response(response: Any) -> TransportResponse:
+def answer_of(response: Any) -> TransportResponse:
+    """An httpx response (read) as the core's TransportResponse."""
     return TransportResponse.build(response.status_code, response.headers.items(), response.content)
 
 
-class HttpxTransport:
-    """Sync token requests through ``client`` (its proxies, TLS and pool; httpx's own
-    ``Client.request``, so a subclass's token logic is bypassed), or through a private
-    ``Client`` of ``flavour`` (default: the first installed), made on first use."""
+def token_request(request: Any, send: Send, trace: Callable[..., Any]) -> Any:
+    """``send`` as a request of the same flavour as ``request`` (so its client takes it), with
+    its timeout and a ``trace`` callback, both httpx's documented request extensions."""
+    timeout = dict.fromkeys(("connect", "read", "write", "pool"), send.timeout)
+    token, options = send.request, {"timeout": timeout, "trace": trace}
+    headers = dict(token.headers)
+    return type(request)(
+        token.method, token.url, headers=headers, content=token.body, extensions=options
+    )
 
-    def __init__(self, client: Any = None, *, flavour: Optional[str] = None) -> None:
-        self.flavour = _flavour_of(client, flavour, sync=True)
-        self.owns_client = client is None
-        self._client = client
+
+def relay(provider: TokenProvider, request: Any) -> Generator[Any, Any, Token]:
+    """A token from ``provider``, each token request yielded to ``request``'s client and its
+    answer passed on: for the sync auth flow's ``yield from``."""
+    steps = sends(provider.token_flow(), provider.sync_performer())
+    try:
+        send = next(steps)
+        while True:
+            client = ClientSends()
+            try:
+                answer = yield token_request(request, send, client.record)
+            except GeneratorExit:
+                client.abandon(steps)
+            send = client.answer(steps, answer)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+class _OnClient:
+    kind = "Client"
+
+    def __init__(self, client: Any) -> None:
+        self.flavour = _flavour_of(client, self.kind)
+        self.client = client
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.flavour.name})"
+
+
+class HttpxTransport(_OnClient):
+    """Sync token requests through ``client`` (its proxies, TLS and pool), with httpx's own
+    ``Client.request``, so a subclass's token logic (Authlib's) is never involved."""
 
     def __call__(self, request: TokenRequest, *, timeout: float) -> TransportResponse:
-        client = self._client
-        if client is None:  # two racing first calls may both build one; either will do
-            client = self._client = self.flavour.module.Client()
         try:
             sent = self.flavour.module.Client.request(
-                client, request.method, request.url, **_send_options(request, timeout)
+                self.client, request.method, request.url, **_send_options(request, timeout)
             )
         except self.flavour.errors as exc:
             raise self.flavour.failure(exc) from exc
-        return _response(sent)
-
-    def close(self) -> None:
-        """Close the private client, if one was made (a client you passed stays open)."""
-        if self.owns_client and self._client is not None:
-            self._client.close()
-            self._client = None
-
-    def __repr__(self) -> str:
-        owner = "private" if self.owns_client else "caller's"
-        return f"HttpxTransport({self.flavour.name}, {owner} client)"
+        return answer_of(sent)
 
 
-class AsyncHttpxTransport:
-    """Async token requests through ``client`` (then only from the loop it belongs to), or
-    through a short-lived private ``AsyncClient`` of ``flavour`` per request, built on a worker
-    thread (loading CA certificates takes tens of ms), so it belongs to whichever loop asks."""
+class AsyncHttpxTransport(_OnClient):
+    """Async token requests through ``client``, from the event loop it belongs to."""
 
-    def __init__(self, client: Any = None, *, flavour: Optional[str] = None) -> None:
-        self.flavour = _flavour_of(client, flavour, sync=False)
-        self._client = client
+    kind = "AsyncClient"
 
     async def __call__(self, request: TokenRequest, *, timeout: float) -> TransportResponse:
-        cls = self.flavour.module.AsyncClient
         try:
-            if self._client is not None:
-                sent = await cls.request(
-                    self._client, request.method, request.url, **_send_options(request, timeout)
-                )
-                return _response(sent)
-            private = await asyncio.get_running_loop().run_in_executor(None, cls)
-            async with private:
-                sent = await private.request(
-                    request.method, request.url, **_send_options(request, timeout)
-                )
-                return _response(sent)
+            sent = await self.flavour.module.AsyncClient.request(
+                self.client, request.method, request.url, **_send_options(request, timeout)
+            )
         except self.flavour.errors as exc:
             raise self.flavour.failure(exc) from exc
-
-    def __repr__(self) -> str:
-        owner = "caller's client" if self._client is not None else "a client per request"
-        return f"AsyncHttpxTransport({self.flavour.name}, {owner})"
+        return answer_of(sent)

@@ -139,6 +139,12 @@ class RequestAuth:
             return "provider"
         return "adapter" if self.transport or self.async_transport else "default"
 
+    def has_route(self, *, sync: bool) -> bool:
+        """Whether token requests have a route other than the client sending the request: the
+        provider's own transport, or the client named for them (sync or async)."""
+        named = self.transport if sync else self.async_transport
+        return named is not None or self.route() == "provider"
+
     def token(self, via: Optional[SyncTransport] = None) -> Token:
         """A valid token; blocks only when none is cached. ``via`` overrides the route."""
         token = self.provider.fresh_token()

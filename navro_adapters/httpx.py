@@ -6,30 +6,38 @@
     from navro_adapters.httpx import NavroAuth
 
     auth = NavroAuth(Credentials.from_env())
-    client = httpx.Client(auth=auth)              # or httpx2.Client
-    async_client = httpx.AsyncClient(auth=auth)   # the same token
+    client = httpx.Client(verify=ctx, proxy=..., auth=auth)   # or httpx2.Client
+    async_client = httpx.AsyncClient(auth=auth)               # the same token
 
 One :class:`NavroAuth` works with every installed flavour: it subclasses ``httpx.Auth`` and,
 with httpx2 installed too, ``httpx2.Auth``. It only translates
 :class:`~navro_adapters.auth.RequestAuth`'s rule to httpx's auth flow: set the headers, yield
 the request, and after a 401 to our token yield it once more with a new one.
 
-Token requests go through the ``client=`` / ``async_client=`` you name for them (your proxies,
-TLS settings and pool), else through a private client of the request's flavour, never through
-this auth and never redirected.
+Token requests are yielded from the same auth flow, so the client you attached the auth to
+sends them with its own ``verify``, ``cert``, ``proxy``/``mounts`` and ``trust_env`` (httpx's
+documented way for an auth to fetch a token). What that means: the token request and its
+answer pass through the client's event hooks and appear in the API response's ``history``;
+a token request that gets no answer (a connection, TLS or proxy failure) raises httpx's own
+exception from that call; the caller that finds the token stale fetches the next one before
+its own request (one round trip), while every other caller goes on with the valid token.
+With ``client=`` / ``async_client=`` named for token requests, or a provider that has a
+transport of its own, token requests go there instead, and a refresh ahead runs in the
+background.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, AsyncGenerator, Dict, Generator, Iterable, Tuple
+from typing import TYPE_CHECKING, Any, AsyncGenerator, Generator, Iterable, Tuple
 
 from . import _httpx_flavours as flavours
+from ._drivers import ClientSends, async_sends
+from ._flow import Send
 from ._httpx_flavours import AsyncHttpxTransport, HttpxTransport
-from .auth import AUTHORIZATION, AuthSource, RequestAuth
+from .auth import MAX_AUTH_ATTEMPTS, AuthSource, RequestAuth
 from .credentials import Credentials
 from .provider import TokenProvider
 from .token import Token
-from .transport import AsyncTransport, SyncTransport
 
 if TYPE_CHECKING:
     import httpx
@@ -52,8 +60,9 @@ class NavroAuth(_AuthBase):
 
     ``source`` is :class:`~navro_adapters.Credentials` (a provider is built with
     ``provider_options``: ``refresh_policy``, ``retry_policy``, ``store``, ...) or a shared
-    :class:`~navro_adapters.TokenProvider`. ``client`` / ``async_client`` send the token
-    requests when given; a provider built with a transport of its own keeps using it.
+    :class:`~navro_adapters.TokenProvider`. Token requests go through the client the auth is
+    attached to, or through ``client`` / ``async_client`` when named; a provider built with a
+    transport of its own keeps using it.
 
     Requests to the API origin and ``extra_origins`` get ``Authorization: Bearer <token>`` and
     ``X-API-Version: 1`` (unless set); others are sent untouched. A 401 from those origins
@@ -62,8 +71,7 @@ class NavroAuth(_AuthBase):
     :class:`~navro_adapters.NavroAuthError`.
     """
 
-    requires_request_body = False
-    requires_response_body = False  # the 401 body plays no part in the decision to resend
+    # httpx.Auth's defaults hold: neither body is read for us (a 401's plays no part).
 
     def __init__(
         self,
@@ -75,21 +83,13 @@ class NavroAuth(_AuthBase):
         **provider_options: Any,
     ) -> None:
         self.rule = RequestAuth(
-            source, extra_origins=extra_origins, provider_options=provider_options
+            source,
+            extra_origins=extra_origins,
+            provider_options=provider_options,
+            transport=HttpxTransport(client) if client is not None else None,
+            async_transport=AsyncHttpxTransport(async_client) if async_client else None,
         )
         self.provider: TokenProvider = self.rule.provider
-        named = HttpxTransport(client) if client is not None else None
-        named_async = AsyncHttpxTransport(async_client) if async_client is not None else None
-        # Per request class, the route for its token requests: the named client, else a
-        # private one of the same flavour.
-        self._owned = [HttpxTransport(flavour=f.name) for f in flavours.FLAVOURS]
-        self._sync_route: Dict[type, SyncTransport] = {
-            f.module.Request: named or own for f, own in zip(flavours.FLAVOURS, self._owned)
-        }
-        self._async_route: Dict[type, AsyncTransport] = {
-            f.module.Request: named_async or AsyncHttpxTransport(flavour=f.name)
-            for f in flavours.FLAVOURS
-        }
 
     @property
     def credentials(self) -> Credentials:
@@ -101,16 +101,19 @@ class NavroAuth(_AuthBase):
         if not self._in_scope(request.url):
             yield request
             return
-        route = self._sync_route.get(type(request))
-        token = self.rule.token(route)
-        self.rule.set_headers(request.headers, token)
-        response = yield request
-        if self._resend(request, response, token):
+        for attempt in range(1, MAX_AUTH_ATTEMPTS + 1):
+            token = self.provider.fresh_token()
+            if token is None and self.rule.has_route(sync=True):
+                token = self.rule.token()
+            elif token is None:  # through this client: its token requests are ours to yield
+                token = yield from flavours.relay(self.provider, request)
+            self.rule.set_headers(request.headers, token)
+            response = yield request
+            if not self._resend(request, response, token, attempt):
+                return
             # Release the 401's connection first: the token request may need one from the same
-            # pool (a client fetching on itself), and a full pool would never free one.
+            # pool, and a full pool would never free one.
             response.read()
-            request.headers[AUTHORIZATION] = self.rule.token(route).authorization
-            yield request
 
     async def async_auth_flow(
         self, request: httpx.Request
@@ -118,14 +121,26 @@ class NavroAuth(_AuthBase):
         if not self._in_scope(request.url):
             yield request
             return
-        route = self._async_route.get(type(request))
-        token = await self.rule.atoken(route)
-        self.rule.set_headers(request.headers, token)
-        response = yield request
-        if self._resend(request, response, token):
+        for attempt in range(1, MAX_AUTH_ATTEMPTS + 1):
+            token = self.provider.fresh_token()
+            if token is None and self.rule.has_route(sync=False):
+                token = await self.rule.atoken()
+            elif token is None:  # through this client (see sync_auth_flow)
+                steps = async_sends(self.provider.token_flow(), self.provider.async_performer())
+                step = await steps.asend(None)
+                while isinstance(step, Send):
+                    client = ClientSends()
+                    try:
+                        answer = yield flavours.token_request(request, step, client.arecord)
+                    except GeneratorExit:
+                        await client.aabandon(steps)
+                    step = await client.aanswer(steps, answer)
+                token = step
+            self.rule.set_headers(request.headers, token)
+            response = yield request
+            if not self._resend(request, response, token, attempt):
+                return
             await response.aread()  # release the 401's connection first (see sync_auth_flow)
-            request.headers[AUTHORIZATION] = (await self.rule.atoken(route)).authorization
-            yield request
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         # httpx only calls the two flows above; a direct caller gets the sync behaviour.
@@ -134,24 +149,20 @@ class NavroAuth(_AuthBase):
     def _in_scope(self, url: httpx.URL) -> bool:
         return self.rule.applies_to_origin(url.scheme, url.host, url.port)
 
-    def _resend(self, request: httpx.Request, response: httpx.Response, sent: Token) -> bool:
+    def _resend(
+        self, request: httpx.Request, response: httpx.Response, sent: Token, attempt: int
+    ) -> bool:
         answered = response.request  # another origin, when a redirect was followed
-        flavour = flavours.flavour_of_request(request)
         return self.rule.resend_after(
             response.status_code,
             sent,
+            attempt=attempt,
             answered_in_scope=answered is request or self._in_scope(answered.url),
-            replayable=flavour is not None
-            and isinstance(request.stream, flavour.replayable_streams),
+            replayable=isinstance(request.stream, flavours.REPLAYABLE_STREAMS),
         )
 
     def close(self) -> None:
-        """Close the private sync clients this adapter created (idempotent)."""
-        for transport in self._owned:
-            transport.close()
+        """Nothing to close: token requests use your clients (kept for compatibility)."""
 
     def __repr__(self) -> str:
-        return (
-            f"NavroAuth(flavours={installed_flavours()!r}, provider={self.provider!r}, "
-            f"scope={self.rule.scope!r})"
-        )
+        return f"NavroAuth(provider={self.provider!r}, scope={self.rule.scope!r})"

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 import aiohttp
 
 from navro_adapters import TokenProvider
 from navro_adapters.aiohttp import NavroAuthMiddleware
 
-from .drivers import REQUESTS_STYLE, AuthSource, LoopDriver, Outgoing, Result, result_of
+from .drivers import (
+    REQUESTS_STYLE,
+    AuthSource,
+    ClientOptions,
+    LoopDriver,
+    Outgoing,
+    Result,
+    pop_client_options,
+    result_of,
+)
 
 # A large pool so 1000 concurrent tasks are really in flight together.
 CONNECTION_LIMIT = 1000
@@ -21,16 +30,26 @@ class AiohttpDriver(LoopDriver):
     def __init__(self) -> None:
         self._session: Optional[aiohttp.ClientSession] = None
         self._middleware: Optional[NavroAuthMiddleware] = None
+        self._options: Optional[ClientOptions] = None
 
     def open(self, source: AuthSource, **adapter_kwargs: Any) -> None:
+        self._options = pop_client_options(adapter_kwargs)
         self._middleware = NavroAuthMiddleware(source, **adapter_kwargs)
         self._session = self._start_loop(self._make_session)
 
     async def _make_session(self) -> aiohttp.ClientSession:
         # Made on the driver's loop: a ClientSession belongs to the loop it was created on.
         assert self._middleware is not None
-        connector = aiohttp.TCPConnector(limit=CONNECTION_LIMIT)
-        return aiohttp.ClientSession(connector=connector, middlewares=(self._middleware,))
+        connector_kwargs: Dict[str, Any] = {}
+        session_kwargs: Dict[str, Any] = {}
+        if self._options is not None:
+            # ssl= on the connector, proxy=/trust_env= on the session (aiohttp >= 3.10): token
+            # requests go out on the request's own session, so they get both.
+            connector_kwargs, session_kwargs = self._options.aiohttp_settings()
+        connector = aiohttp.TCPConnector(limit=CONNECTION_LIMIT, **connector_kwargs)
+        return aiohttp.ClientSession(
+            connector=connector, middlewares=(self._middleware,), **session_kwargs
+        )
 
     async def _close_client(self) -> None:
         if self._session is not None:

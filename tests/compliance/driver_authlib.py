@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Dict
 
 import requests.adapters
 from authlib.integrations.httpx_client import OAuth2Client
@@ -20,6 +20,7 @@ from .drivers import (
     Outgoing,
     Result,
     ThreadedDriver,
+    pop_client_options,
     result_of,
 )
 
@@ -30,6 +31,15 @@ CLIENT_TIMEOUT = 30.0  # seconds; generous, so a loaded CI machine never times a
 
 def _httpx_limits() -> Any:
     return _httpx.Limits(max_connections=MAX_THREADS, max_keepalive_connections=MAX_THREADS)
+
+
+def _with_httpx_options(adapter_kwargs: Dict[str, Any]) -> Dict[str, Any]:
+    """``adapter_kwargs`` with ``client=ClientOptions(...)`` turned into the Authlib httpx
+    client's own ``verify=``, ``proxy=``, ``trust_env=`` (token requests go through it)."""
+    options = pop_client_options(adapter_kwargs)
+    if options is None:
+        return adapter_kwargs
+    return {**options.httpx_settings(), **adapter_kwargs}
 
 
 class _AuthlibParts:
@@ -51,6 +61,9 @@ class AuthlibRequestsDriver(ThreadedDriver):
         self._session: Any = None
 
     def open(self, source: AuthSource, **adapter_kwargs: Any) -> None:
+        options = pop_client_options(adapter_kwargs)
+        if options is not None:  # verify=, cert=, proxies=, trust_env= of the OAuth2Session
+            adapter_kwargs = {**options.requests_settings(), **adapter_kwargs}
         self._session = oauth2_session(source, **adapter_kwargs)
         # One pooled connection per thread, so 100 threads never queue on the pool.
         adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=MAX_THREADS)
@@ -78,6 +91,7 @@ class AuthlibHttpxDriver(_AuthlibParts, ThreadedDriver):
     name = "authlib-httpx"
 
     def open(self, source: AuthSource, **adapter_kwargs: Any) -> None:
+        adapter_kwargs = _with_httpx_options(adapter_kwargs)
         self._client = oauth2_client(
             source, timeout=CLIENT_TIMEOUT, limits=_httpx_limits(), **adapter_kwargs
         )
@@ -96,6 +110,8 @@ class AuthlibAsyncDriver(_AuthlibParts, LoopDriver):
     name = "authlib-async"
 
     def open(self, source: AuthSource, **adapter_kwargs: Any) -> None:
+        adapter_kwargs = _with_httpx_options(adapter_kwargs)
+
         async def make_client() -> Any:
             # Made on the driver's loop: an httpx AsyncClient belongs to the loop that uses it.
             return async_oauth2_client(

@@ -19,10 +19,12 @@ from .drivers import (
     HTTPX_STYLE,
     MAX_THREADS,
     AuthSource,
+    ClientOptions,
     LoopDriver,
     Outgoing,
     Result,
     ThreadedDriver,
+    pop_client_options,
     result_of,
 )
 
@@ -42,10 +44,11 @@ class _HttpxParts:
         self._module = _import(self.library)
         self._auth: Optional[NavroAuth] = None
         self._client: Any = None
+        self._options: Optional[ClientOptions] = None
 
     def _client_kwargs(self) -> Dict[str, Any]:
         module = self._module
-        return {
+        kwargs: Dict[str, Any] = {
             "auth": self._auth,
             "limits": module.Limits(
                 max_connections=MAX_THREADS, max_keepalive_connections=MAX_THREADS
@@ -53,6 +56,11 @@ class _HttpxParts:
             # 1000 tasks queue for 100 connections: wait for one rather than fail after 5 s.
             "timeout": module.Timeout(REQUEST_TIMEOUT, pool=None),
         }
+        if self._options is not None:
+            # verify=, proxy=, trust_env= on the client itself: with no client= named, the
+            # auth flow yields token requests through it.
+            kwargs.update(self._options.httpx_settings())
+        return kwargs
 
     @property
     def provider(self) -> TokenProvider:
@@ -61,7 +69,10 @@ class _HttpxParts:
 
 
 class _HttpxSyncDriver(_HttpxParts, ThreadedDriver):
+    token_requests_through_client = True
+
     def open(self, source: AuthSource, **adapter_kwargs: Any) -> None:
+        self._options = pop_client_options(adapter_kwargs)
         self._auth = NavroAuth(source, **adapter_kwargs)
         self._client = self._module.Client(**self._client_kwargs())
 
@@ -77,7 +88,10 @@ class _HttpxSyncDriver(_HttpxParts, ThreadedDriver):
 
 
 class _HttpxAsyncDriver(_HttpxParts, LoopDriver):
+    token_requests_through_client = True
+
     def open(self, source: AuthSource, **adapter_kwargs: Any) -> None:
+        self._options = pop_client_options(adapter_kwargs)
         self._auth = NavroAuth(source, **adapter_kwargs)
         self._client = self._start_loop(self._make_client)
 

@@ -17,6 +17,7 @@ from .drivers import (
     Outgoing,
     Result,
     ThreadedDriver,
+    pop_client_options,
     result_of,
 )
 
@@ -32,11 +33,17 @@ class RequestsDriver(ThreadedDriver):
         self._session: Optional[requests.Session] = None
 
     def open(self, source: AuthSource, **adapter_kwargs: Any) -> None:
-        self._auth = NavroAuth(source, **adapter_kwargs)
+        options = pop_client_options(adapter_kwargs)
         session = requests.Session()
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
+        if options is not None:
+            # The Session's own settings, and token requests through it (README: session=).
+            for name, value in options.requests_settings().items():
+                setattr(session, name, value)
+            adapter_kwargs.setdefault("session", session)
+        self._auth = NavroAuth(source, **adapter_kwargs)
         session.auth = self._auth
         self._session = session
 

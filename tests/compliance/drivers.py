@@ -12,6 +12,7 @@ import abc
 import asyncio
 import importlib
 import json
+import ssl
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -57,15 +58,103 @@ class Result:
     error: Optional[BaseException] = None
 
 
+@dataclass(frozen=True)
+class ClientOptions:
+    """Client settings a driver configures *in code* on the HTTP client it builds.
+
+    Pass them as ``driver.open(source, client=ClientOptions(...))``; each driver translates
+    them into its library's own form (requests: the ``Session``'s ``verify``/``cert``/
+    ``proxies``/``trust_env`` and ``NavroAuth(session=...)``; httpx, httpx2 and Authlib's httpx
+    clients: ``verify=<SSLContext>``, ``proxy=``, ``trust_env=``; aiohttp:
+    ``TCPConnector(ssl=<SSLContext>)`` and ``ClientSession(proxy=..., trust_env=...)``), never
+    environment variables. ``None`` leaves a setting at the library's default (``trust_env``:
+    on for requests and httpx, off for aiohttp). ``client_cert`` is ``(cert_file, key_file)``.
+    """
+
+    ca_file: Optional[str] = None
+    client_cert: Optional[Tuple[str, str]] = None
+    proxy: Optional[str] = None
+    trust_env: Optional[bool] = None
+
+    def ssl_context(self) -> Optional[ssl.SSLContext]:
+        """A context trusting ``ca_file`` (else the system's CAs) and presenting
+        ``client_cert``; None when neither is set (the library's default verification)."""
+        if self.ca_file is None and self.client_cert is None:
+            return None
+        context = ssl.create_default_context(cafile=self.ca_file)
+        if self.client_cert is not None:
+            cert_file, key_file = self.client_cert
+            context.load_cert_chain(cert_file, key_file)
+        return context
+
+    def requests_settings(self) -> Dict[str, Any]:
+        """``requests.Session`` attributes (also Authlib ``OAuth2Session`` keyword arguments)."""
+        settings: Dict[str, Any] = {}
+        if self.ca_file is not None:
+            settings["verify"] = self.ca_file
+        if self.client_cert is not None:
+            settings["cert"] = tuple(self.client_cert)
+        if self.proxy is not None:
+            settings["proxies"] = {"http": self.proxy, "https": self.proxy}
+        if self.trust_env is not None:
+            settings["trust_env"] = self.trust_env
+        return settings
+
+    def httpx_settings(self) -> Dict[str, Any]:
+        """``httpx.Client``/``AsyncClient`` keyword arguments (httpx2's and Authlib's too)."""
+        settings: Dict[str, Any] = {}
+        context = self.ssl_context()
+        if context is not None:
+            settings["verify"] = context
+        if self.proxy is not None:
+            settings["proxy"] = self.proxy
+        if self.trust_env is not None:
+            settings["trust_env"] = self.trust_env
+        return settings
+
+    def aiohttp_settings(self) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+        """``(TCPConnector kwargs, ClientSession kwargs)``; a session-wide ``proxy=`` needs
+        aiohttp >= 3.10 (the middleware itself needs 3.12)."""
+        connector: Dict[str, Any] = {}
+        session: Dict[str, Any] = {}
+        context = self.ssl_context()
+        if context is not None:
+            connector["ssl"] = context
+        if self.proxy is not None:
+            session["proxy"] = self.proxy
+        if self.trust_env is not None:
+            session["trust_env"] = self.trust_env
+        return connector, session
+
+
+def pop_client_options(adapter_kwargs: Dict[str, Any]) -> Optional[ClientOptions]:
+    """Take ``client=ClientOptions(...)`` out of a driver's ``open()`` keyword arguments.
+
+    Any other ``client=`` (httpx's ``NavroAuth(client=...)``) stays an adapter argument.
+    """
+    options = adapter_kwargs.get("client")
+    if isinstance(options, ClientOptions):
+        del adapter_kwargs["client"]
+        return options
+    return None
+
+
 class Driver(abc.ABC):
     #: "requests", "httpx-sync", "httpx-async", "httpx2-sync", ...
     name: str
     #: "threads" or "tasks": how request_many runs its requests at once
     concurrency: str
+    #: the client sends token requests in its own auth flow (httpx with no client named): a
+    #: token request that gets no answer fails the one caller whose request carried it
+    token_requests_through_client: bool = False
 
     @abc.abstractmethod
     def open(self, source: AuthSource, **adapter_kwargs: Any) -> None:
-        """Build the adapter from Credentials or a TokenProvider, and a client using it."""
+        """Build the adapter from Credentials or a TokenProvider, and a client using it.
+
+        ``client=ClientOptions(...)`` (optional) configures that client's TLS, proxy and
+        ``trust_env`` in code, and token requests go through it (see :class:`ClientOptions`);
+        every other keyword argument goes to the adapter."""
 
     @abc.abstractmethod
     def close(self) -> None:

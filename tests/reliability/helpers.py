@@ -20,7 +20,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Set, Tuple
 import navro_adapters.provider as provider_module
 from navro_adapters import RetryPolicy, TokenProvider
 from navro_adapters.sandbox import Sandbox
-from tests.compliance.drivers import DRIVERS, Driver, load_driver
+from tests.compliance.drivers import DRIVERS, Driver, library_missing, load_driver
 from tests.conftest import SECRETS
 
 #: The secrets this package uses; registered with the suite-wide log guard as well.
@@ -68,6 +68,8 @@ def driver_factory_or_skip(name: str) -> Any:
     try:
         return load_driver(name)
     except ImportError as exc:
+        if not library_missing(exc):
+            raise  # a broken adapter or driver fails; only a missing library skips
         pytest.skip(f"{name}: {exc}")
 
 

@@ -101,6 +101,10 @@ class Cell:
     before_open: bool = False
     #: the RFC 6749 error code every typed error must keep
     error_code: Optional[str] = None
+    #: what callers get instead of ``expect`` where the client sends token requests in its own
+    #: auth flow (httpx): the one caller whose request carried a token request that got no
+    #: answer gets this typed error (the client gives up on that request), the others go on
+    through_client: Optional[str] = None
 
 
 def _ping(ctx: Ctx) -> str:
@@ -218,6 +222,7 @@ CELLS: List[Cell] = [
         _enqueue(Fault.delay(1.0)),
         "200",
         (2, 2),
+        through_client="TokenTimeoutError",
     ),
     Cell(
         "500,502,503,ok",
@@ -272,6 +277,7 @@ CELLS: List[Cell] = [
         _enqueue(Fault.reset()),
         "200",
         (2, 2),
+        through_client="TransportError",
     ),
     Cell(
         "dropped connection",
@@ -280,6 +286,7 @@ CELLS: List[Cell] = [
         _enqueue(Fault.drop()),
         "200",
         (2, 2),
+        through_client="TransportError",
     ),
     Cell(
         "hung once",
@@ -288,6 +295,7 @@ CELLS: List[Cell] = [
         _enqueue(Fault.hang()),
         "200",
         (2, 2),
+        through_client="TokenTimeoutError",
     ),
     Cell(
         "hung server",
@@ -499,6 +507,10 @@ def test_fault_cell(driver_name: str, cell: Cell, sandbox: Sandbox, echo: EchoSe
     needles: Set[str] = {SECRET, ROTATED_SECRET}
     outcomes: List[str] = []
     expected = _expected(cell.expect)
+    lead_error = None
+    if cell.through_client is not None and factory.token_requests_through_client:
+        lead_error = cell.through_client
+        expected = f"{expected}|{lead_error}"
     token_requests = flights = server_seen = 0
     elapsed = 0.0
     with capture_all_logs() as logs:
@@ -545,6 +557,8 @@ def test_fault_cell(driver_name: str, cell: Cell, sandbox: Sandbox, echo: EchoSe
                     problems.append("a caller got neither a response nor an error")
             if not set(outcomes) <= set(expected.split("|")) or not outcomes:
                 problems.append(f"expected {expected} for every caller, got {_summary(outcomes)}")
+            if lead_error is not None and outcomes.count(lead_error) > 1:
+                problems.append(f"{outcomes.count(lead_error)} callers got {lead_error}, not 1")
             if cell.error_code is not None and any(
                 getattr(e, "error", None) != cell.error_code for e in errors
             ):
