@@ -70,6 +70,19 @@ def _build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--client-secret", default="sandbox-secret")
     sandbox.add_argument("--company", default="acme")
     sandbox.add_argument("--token-ttl", type=float, default=300.0)
+    sandbox.add_argument(
+        "--tls", action="store_true", help="serve HTTPS with a CA made for this run (printed)"
+    )
+    sandbox.add_argument(
+        "--client-cert",
+        action="store_true",
+        help="with --tls: require a client certificate from that CA (mutual TLS; printed)",
+    )
+    sandbox.add_argument(
+        "--token-port",
+        action="store_true",
+        help="serve the token endpoint on a second port of its own",
+    )
 
     demo = commands.add_parser("demo", help="run every installed adapter against the sandbox")
     demo.add_argument("--requests", type=int, default=8, help="concurrent requests per adapter")
@@ -141,6 +154,8 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
         _check_sandbox_extra(exc)
         raise
 
+    if args.client_cert and not args.tls:
+        raise ConfigurationError("--client-cert", "needs --tls")
     try:
         sandbox = Sandbox(
             client_id=args.client_id,
@@ -149,9 +164,15 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
             token_ttl=args.token_ttl,
             host=args.host,
             port=args.port,
+            tls=args.tls,
+            require_client_cert=args.client_cert,
+            token_port=args.token_port,
         )
     except ValueError as exc:
         raise ConfigurationError("sandbox", str(exc)) from None
+    except ImportError as exc:
+        _check_sandbox_extra(exc)
+        raise
     try:
         sandbox.start()
     except OSError as exc:
@@ -161,11 +182,18 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
     with sandbox:
         print(f"Navro sandbox listening on {sandbox.base_url}", flush=True)
         print(f"  token endpoint: {sandbox.token_url}")
+        if sandbox.ca_file is not None:
+            print(f"  CA certificate: {sandbox.ca_file}  (trust it: curl --cacert, SSL_CERT_FILE)")
+        if sandbox.client_cert is not None:
+            print(f"  client certificate: {sandbox.client_cert[0]}")
+            print(f"  client key: {sandbox.client_cert[1]}")
         print("  credentials (sandbox only):")
         print(f"    export NAVRO_CLIENT_ID={args.client_id}")
         print(f"    export NAVRO_CLIENT_SECRET={args.client_secret}")
         print(f"    export NAVRO_COMPANY={args.company}")
         print(f"    export NAVRO_BASE_URL={sandbox.base_url}")
+        if sandbox.token_port is not None:
+            print(f"    export NAVRO_TOKEN_URL={sandbox.token_url}")
         print("Press Ctrl+C to stop.", flush=True)
         while True:
             time.sleep(3600)
@@ -194,8 +222,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _check_sandbox_extra(exc: ImportError) -> None:
-    """Raise the sandbox's ImportError for a missing h11 as :class:`_MissingExtra`."""
-    if exc.name == "h11":
+    """Raise the sandbox's ImportError for a missing h11 or trustme as :class:`_MissingExtra`."""
+    if exc.name in ("h11", "trustme"):
         raise _MissingExtra(str(exc)) from None
 
 

@@ -2,6 +2,8 @@
 
 * The core (the package, the CLI, the pytest plugin) imports no HTTP library, and works without
   h11; the sandbox imports only h11 (its ``[sandbox]`` extra, a framing library, no client).
+  trustme (the extra's other library) is imported only for ``Sandbox(tls=True)``, which without
+  it raises an ``ImportError`` naming the extra; everything else works without it.
 * An adapter whose library is missing fails to import with an ``ImportError`` that names the
   extra to install. Where the library really is absent (the ``core`` tox environment) that is
   checked in this process; everywhere, a subprocess blocks the library's import to check it.
@@ -58,6 +60,8 @@ EXTRA_LIBRARIES = ("aiohttp", "authlib", "httpx", "httpx2", "redis", "requests")
 #: The sandbox's HTTP/1.1 framing library: its ``[sandbox]`` extra, not an HTTP client.
 SANDBOX_LIBRARY = "h11"
 SANDBOX_MODULE = "navro_adapters.sandbox"
+#: The sandbox's certificate library (HTTPS only), and what it brings along.
+TLS_LIBRARIES = frozenset({"trustme", "cryptography"})
 
 #: The modules a user may import without any extra installed, h11 included.
 CORE_MODULES = ("navro_adapters", "navro_adapters.cli", "navro_adapters.testing")
@@ -136,7 +140,7 @@ print(json.dumps(sorted({name.partition(".")[0] for name in sys.modules})))
 def test_core_module_imports_no_http_library(module: str) -> None:
     loaded = set(run_python(_LOADED_MODULES, module))
     assert module.partition(".")[0] in loaded
-    forbidden = HTTP_CLIENT_MODULES | {SANDBOX_LIBRARY}
+    forbidden = HTTP_CLIENT_MODULES | {SANDBOX_LIBRARY} | TLS_LIBRARIES
     assert not loaded & forbidden, f"{module} imported {sorted(loaded & forbidden)}"
 
 
@@ -145,7 +149,7 @@ def test_sandbox_imports_h11_and_no_http_client() -> None:
         pytest.skip("h11 is not installed here")
     loaded = set(run_python(_LOADED_MODULES, SANDBOX_MODULE))
     assert SANDBOX_LIBRARY in loaded
-    clients = loaded & HTTP_CLIENT_MODULES
+    clients = loaded & (HTTP_CLIENT_MODULES | TLS_LIBRARIES)
     assert not clients, f"{SANDBOX_MODULE} imported {sorted(clients)}"
 
 
@@ -197,6 +201,30 @@ def test_sandbox_without_h11_names_the_extra() -> None:
     failure = run_python(_IMPORT_BLOCKED, SANDBOX_MODULE, json.dumps([SANDBOX_LIBRARY]))
     assert failure is not None, f"{SANDBOX_MODULE} imported with h11 blocked"
     assert failure["type"] == "ImportError"
+    assert_names_extra(failure["message"], "sandbox")
+
+
+_TLS_WITHOUT_TRUSTME = """
+import json, sys
+sys.modules["trustme"] = None  # as if it were not installed
+from navro_adapters.sandbox import Sandbox
+with Sandbox() as plain:  # plain HTTP needs no trustme
+    plain.stats()
+try:
+    Sandbox(tls=True)
+except ImportError as exc:
+    print(json.dumps({"name": exc.name, "message": str(exc)}))
+else:
+    print(json.dumps(None))
+"""
+
+
+def test_sandbox_tls_without_trustme_names_the_extra() -> None:
+    if not installed(SANDBOX_LIBRARY):
+        pytest.skip("h11 is not installed here")
+    failure = run_python(_TLS_WITHOUT_TRUSTME)
+    assert failure is not None, "Sandbox(tls=True) was built without trustme"
+    assert failure["name"] == "trustme"
     assert_names_extra(failure["message"], "sandbox")
 
 

@@ -1,8 +1,8 @@
 """Child side of process mode: ``python -m navro_adapters.sandbox._child``.
 
-Reads one JSON line of configuration from stdin, serves, prints the ready line with its port,
-then serves until stdin reaches end-of-file (the parent closed it or died). See
-:mod:`navro_adapters.sandbox.process`.
+Reads one JSON line of configuration from stdin, serves, prints the ready line with its port
+(and the token endpoint's own port, if any), then serves until stdin reaches end-of-file (the
+parent closed it or died). See :mod:`navro_adapters.sandbox.process`.
 """
 
 from __future__ import annotations
@@ -10,10 +10,8 @@ from __future__ import annotations
 import json
 import sys
 
-from ._http import HttpServer
-from .app import SandboxApp
+from .listeners import start_servers
 from .process import READY_PREFIX
-from .state import SandboxState
 
 __all__ = ["main"]
 
@@ -23,29 +21,20 @@ def main() -> int:
     stdin = sys.stdin.buffer
     try:
         config = json.loads(stdin.readline().decode("utf-8"))
-        state = SandboxState(
-            config["client_id"],
-            config["client_secret"],
-            config["company"],
-            config["token_ttl"],
-            config["token_latency"],
-        )
-        server = HttpServer(
-            SandboxApp(state, config["control_key"]).handle, config["host"], config["port"]
-        )
-        server.start()
-    except (ValueError, KeyError, TypeError, OSError, RuntimeError) as exc:
-        print(f"navro sandbox: cannot start: {exc}", file=sys.stderr)
+        _, servers = start_servers(config)
+    except (ValueError, KeyError, TypeError, OSError, RuntimeError) as exc:  # ssl.SSLError too
+        print(f"navro sandbox: cannot start: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     try:
-        sys.stdout.write(f"{READY_PREFIX} {server.port}\n")
+        ports = [servers.port] if servers.token_port is None else [servers.port, servers.token_port]
+        sys.stdout.write(" ".join([READY_PREFIX, *map(str, ports)]) + "\n")
         sys.stdout.flush()
         while stdin.read(65536):  # blocks until the parent closes stdin or dies
             pass
     except KeyboardInterrupt:
         pass
     finally:
-        server.close()
+        servers.close()
     return 0
 
 

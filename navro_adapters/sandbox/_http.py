@@ -10,6 +10,10 @@ bytes and sends what it serialises. The engine adds only the sandbox's own refus
 limits, HTTP versions, request-target forms, ``Expect``, ambiguous framing); what to answer is
 the handler's business. A handler gets a :class:`Request` and returns a :class:`Response` or a
 :class:`Disconnect`.
+
+Given an ``ssl.SSLContext`` the server speaks HTTPS: asyncio runs the TLS handshake on each
+accepted socket (``loop.connect_accepted_socket``). A handshake that fails or stalls closes that
+connection alone and is logged at DEBUG; the server serves on.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import json
 import logging
 import os
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -49,6 +54,8 @@ ACCEPT_RETRY_DELAY = 0.1  # seconds to wait after accept() fails, e.g. out of de
 ACCEPT_BATCH = 64  # connections accepted per wake-up, so a connect storm cannot starve requests
 START_TIMEOUT = 10.0  # seconds to wait for the loop thread to come up
 SHUTDOWN_TIMEOUT = 5.0  # seconds to wait for connections to be cancelled on close
+TLS_HANDSHAKE_TIMEOUT = 10.0  # seconds a client may take to complete the TLS handshake
+CLOSE_TIMEOUT = 5.0  # seconds an orderly close (TLS: the peer's close_notify) may take
 LINGER_SECONDS = 1.0  # after an error answer, drain the client's unread body this long ...
 LINGER_MAX_BYTES = 1024 * 1024  # ... or this much, so the answer is not lost to an RST
 
@@ -278,11 +285,20 @@ class _Peer:
 
 
 class HttpServer:
-    """Serve ``handler`` on ``host:port`` (0 = a free port) from a background thread."""
+    """Serve ``handler`` on ``host:port`` (0 = a free port) from a background thread; HTTPS
+    when given an ``ssl_context`` (a server-side context)."""
 
-    def __init__(self, handler: Handler, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        ssl_context: Optional[ssl.SSLContext] = None,
+    ) -> None:
         self._handler = handler
         self._host = host
+        self._ssl_context = ssl_context
         self._requested_port = port
         self._port = 0
         self._loop: Optional[asyncio.AbstractEventLoop] = None
@@ -431,11 +447,33 @@ class HttpServer:
     # -- one connection --------------------------------------------------------------------
 
     async def _serve_socket(self, conn: socket.socket) -> None:
-        reader, writer = await asyncio.open_connection(sock=conn)
+        try:
+            reader, writer = await self._open_streams(conn)
+        except OSError as exc:  # ssl.SSLError included: a client that cannot speak TLS to us
+            logger.debug("sandbox connection closed before any request: %s", exc)
+            return
         task = asyncio.current_task()
         if task is not None:
             self._connections[task] = None  # the transport owns (and will close) the socket now
         await self._serve(_Peer(reader, writer))
+
+    async def _open_streams(
+        self, conn: socket.socket
+    ) -> Tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Streams over an accepted socket, after the TLS handshake when serving HTTPS."""
+        if self._ssl_context is None:
+            return await asyncio.open_connection(sock=conn)
+        # open_connection() can only be a TLS client; these are the pieces start_server() uses.
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        protocol = asyncio.StreamReaderProtocol(reader)
+        transport, _ = await loop.connect_accepted_socket(
+            lambda: protocol,
+            conn,
+            ssl=self._ssl_context,
+            ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
+        )
+        return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
     async def _serve(self, peer: _Peer) -> None:
         transport = peer.writer.transport
@@ -443,6 +481,8 @@ class HttpServer:
         abort = False
         try:
             abort = await self._serve_requests(peer)
+            if not abort:
+                abort = not await self._close(peer.writer)
         except (asyncio.CancelledError, ConnectionError, OSError):
             abort = True
         except Exception:  # one broken connection must not stop the server
@@ -452,8 +492,20 @@ class HttpServer:
             self._transports.discard(transport)
             if abort:
                 transport.abort()
-            else:
-                peer.writer.close()
+
+    @staticmethod
+    async def _close(writer: asyncio.StreamWriter) -> bool:
+        """Close in order; False when that did not finish in time (the caller then aborts).
+
+        Over TLS an orderly close waits for the client's close_notify, so it is bounded: a
+        client that never answers must not keep the socket open past the sandbox's close().
+        """
+        writer.close()
+        try:
+            await asyncio.wait_for(writer.wait_closed(), CLOSE_TIMEOUT)
+        except asyncio.TimeoutError:
+            return False
+        return True
 
     async def _serve_requests(self, peer: _Peer) -> bool:
         """Serve requests until the connection should close; True means close abruptly."""

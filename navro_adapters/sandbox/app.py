@@ -6,9 +6,10 @@ Token endpoint rules, in the order they are checked (the first failure answers):
    sandbox's gets **404** ``{"error": "unknown_company"}`` (the URL names a resource that does
    not exist; no credentials are examined).
 2. ``X-API-Version: 1``, else 400 ``invalid_request``.
-3. HTTP Basic client authentication with the current id and secret, else 401
-   ``invalid_client`` with ``WWW-Authenticate: Basic realm="navro"``. ``base64(id:secret)`` as
-   Navro documents it; the RFC 6749 variant (id and secret form-urlencoded first) is accepted too.
+3. HTTP Basic client authentication with a registered client's id and current secret, else
+   401 ``invalid_client`` with ``WWW-Authenticate: Basic realm="navro"``. ``base64(id:secret)``
+   as Navro documents it; the RFC 6749 variant (id and secret form-urlencoded first) is accepted
+   too. The token issued belongs to that client.
 4. A form body, ``application/x-www-form-urlencoded`` or ``multipart/form-data``, each parameter
    at most once, else 400 ``invalid_request``.
 5. ``grant_type=client_credentials`` (missing: 400 ``invalid_request``; other: 400
@@ -16,6 +17,12 @@ Token endpoint rules, in the order they are checked (the first failure answers):
 
 A queued token fault replaces all of this (``delay`` only postpones it). Every token answer,
 good or bad, carries ``Cache-Control: no-store``.
+
+``GET``/``POST``/``PUT /v1/ping`` with a valid Bearer token answers 200 with JSON naming the
+company and the ``client_id`` the token was issued to; anything else there gets 401.
+
+An app may serve only some endpoints (the sandbox's token endpoint on a port of its own): a
+request for an endpoint it does not serve is 404 ``not_found``, logged with kind ``"other"``.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import binascii
 import hmac
 import json
 import re
-from typing import Mapping, Optional, Tuple
+from typing import FrozenSet, Mapping, Optional, Tuple, Union
 from urllib.parse import parse_qs, unquote, unquote_plus
 
 from ._http import Disconnect, Reply, Request, Response, json_response
@@ -35,7 +42,7 @@ from .faults import Fault, FaultKind
 from .forms import FormError, parse_form
 from .state import SandboxState
 
-__all__ = ["SandboxApp", "endpoint_kind"]
+__all__ = ["ENDPOINTS", "SandboxApp", "endpoint_kind"]
 
 API_VERSION = "1"  # the only X-API-Version Navro documents
 GRANT_TYPE = "client_credentials"
@@ -44,6 +51,7 @@ BASIC_CHALLENGE = 'Basic realm="navro"'
 BEARER_CHALLENGE = 'Bearer error="invalid_token"'
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 PING_METHODS = ("GET", "POST", "PUT")
+ENDPOINTS: FrozenSet[str] = frozenset({"token", "api"})
 
 _NO_STORE: Tuple[Tuple[str, str], ...] = (("Cache-Control", "no-store"), ("Pragma", "no-cache"))
 _TOKEN_PATH_RE = re.compile(r"/authentication/([^/]+)/token")
@@ -83,22 +91,50 @@ def _basic_credentials(header: str) -> Optional[Tuple[str, str]]:
     return (client_id, secret) if sep else None
 
 
+def _credential_forms(header: str) -> Tuple[Tuple[str, str], ...]:
+    """The (id, secret) pairs a Basic header may mean: as sent, then RFC 6749's decoding."""
+    credentials = _basic_credentials(header)
+    if credentials is None:
+        return ()
+    client_id, secret = credentials
+    try:  # RFC 6749 section 2.3.1 form-urlencodes both before Base64
+        decoded = (
+            unquote_plus(client_id, errors="strict"),
+            unquote_plus(secret, errors="strict"),
+        )
+    except UnicodeDecodeError:
+        return (credentials,)
+    return (credentials, decoded) if decoded != credentials else (credentials,)
+
+
 def _bearer_token(header: str) -> str:
     scheme, _, token = header.strip().partition(" ")
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
 class SandboxApp:
-    """The request handler of a sandbox server; all memory lives in ``state``."""
+    """The request handler of a sandbox server; all memory lives in ``state``.
 
-    def __init__(self, state: SandboxState, control_key: str) -> None:
+    ``endpoints`` says which of ``"token"`` and ``"api"`` this server answers; the control
+    endpoint exists only with a ``control_key``.
+    """
+
+    def __init__(
+        self,
+        state: SandboxState,
+        control_key: Optional[str],
+        endpoints: FrozenSet[str] = ENDPOINTS,
+    ) -> None:
         self._state = state
-        self._control_key = control_key.encode("utf-8")
+        self._control_key = control_key.encode("utf-8") if control_key is not None else None
+        self._endpoints = frozenset(endpoints)
 
     async def handle(self, request: Request) -> Reply:
         if request.path == CONTROL_PATH:
             return self._control(request)
         kind = endpoint_kind(request.path)
+        if kind not in self._endpoints:
+            kind = "other"  # served on the sandbox's other port, if at all
         self._state.record(
             request.method, request.path, request.query, request.headers, kind, request.body
         )
@@ -128,18 +164,24 @@ class SandboxApp:
             return _oauth_error(
                 405, "invalid_request", "the token endpoint accepts POST only", (("Allow", "POST"),)
             )
-        fault, latency = self._state.begin_token_request()
+        fault, latency = self._state.begin_token_request(
+            self._claimed_client(request.headers.get("authorization", ""))
+        )
         if latency:
             await asyncio.sleep(latency)
         reply: Optional[Reply] = None
         if fault is not None:
             reply = await self._apply_fault(fault, BASIC_CHALLENGE)
         if reply is None:
-            reply = self._token_answer(request)
-        if reply is not None:
-            self._state.note_token_error()
-            return reply
-        token, ttl = self._state.issue_token()
+            answer = self._token_answer(request)
+            if isinstance(answer, str):
+                return self._issue_token(answer)
+            reply = answer
+        self._state.note_token_error()
+        return reply
+
+    def _issue_token(self, client_id: str) -> Response:
+        token, ttl = self._state.issue_token(client_id)
         expires_in = int(ttl) if ttl.is_integer() else ttl
         document = {
             "access_token": token,
@@ -149,8 +191,8 @@ class SandboxApp:
         }
         return json_response(200, document, _NO_STORE)
 
-    def _token_answer(self, request: Request) -> Optional[Response]:
-        """The rejection for an invalid token request, or None when a token may be issued."""
+    def _token_answer(self, request: Request) -> Union[Response, str]:
+        """The rejection of an invalid token request, or the client id to issue a token to."""
         match = _TOKEN_PATH_RE.fullmatch(request.path)
         try:
             company = unquote(match.group(1), errors="strict") if match else None
@@ -161,7 +203,8 @@ class SandboxApp:
         headers = request.headers
         if headers.get("x-api-version", "").strip() != API_VERSION:
             return _oauth_error(400, "invalid_request", "send the header X-API-Version: 1")
-        if not self._client_authenticated(headers.get("authorization", "")):
+        client_id = self._authenticated_client(headers.get("authorization", ""))
+        if client_id is None:
             return _oauth_error(
                 401,
                 "invalid_client",
@@ -179,21 +222,21 @@ class SandboxApp:
             return _oauth_error(400, "unsupported_grant_type", "use client_credentials")
         if form.get("scope") != SCOPE:
             return _oauth_error(400, "invalid_scope", "the scope must be openid")
+        return client_id
+
+    def _authenticated_client(self, header: str) -> Optional[str]:
+        """The registered client whose id and secret the Basic header carries, or None."""
+        for client_id, secret in _credential_forms(header):
+            if self._state.client_matches(client_id, secret):
+                return client_id
         return None
 
-    def _client_authenticated(self, header: str) -> bool:
-        credentials = _basic_credentials(header)
-        if credentials is None:
-            return False
-        client_id, secret = credentials
-        if self._state.client_matches(client_id, secret):
-            return True
-        try:  # RFC 6749 section 2.3.1 form-urlencodes both before Base64
-            return self._state.client_matches(
-                unquote_plus(client_id, errors="strict"), unquote_plus(secret, errors="strict")
-            )
-        except UnicodeDecodeError:
-            return False
+    def _claimed_client(self, header: str) -> Optional[str]:
+        """The registered client a Basic header names, right secret or not (for the stats)."""
+        for client_id, _ in _credential_forms(header):
+            if self._state.is_client(client_id):
+                return client_id
+        return None
 
     # -- API sample --------------------------------------------------------------------------
 
@@ -214,7 +257,8 @@ class SandboxApp:
                 allow = (("Allow", ", ".join(PING_METHODS)),)
                 return json_response(405, {"error": "method_not_allowed"}, allow)
             token = _bearer_token(request.headers.get("authorization", ""))
-            if always_401 or not token or not self._state.token_is_valid(token):
+            owner = self._state.token_owner(token) if token and not always_401 else None
+            if owner is None:
                 document = {
                     "error": "invalid_token",
                     "error_description": "the access token is missing, expired or revoked",
@@ -225,6 +269,7 @@ class SandboxApp:
                 {
                     "ok": True,
                     "company": self._state.company,
+                    "client_id": owner,
                     "api_version": request.headers.get("x-api-version"),
                     "method": request.method,
                     "body_bytes": len(request.body),
@@ -255,7 +300,7 @@ class SandboxApp:
 
     def _control(self, request: Request) -> Response:
         given = request.headers.get(CONTROL_KEY_HEADER, "").encode("utf-8")
-        if not hmac.compare_digest(given, self._control_key):
+        if self._control_key is None or not hmac.compare_digest(given, self._control_key):
             return json_response(404, {"error": "not_found"})  # the endpoint does not exist
         if request.method != "POST":
             return json_response(405, {"error": "method_not_allowed"}, (("Allow", "POST"),))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import ssl
 import threading
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
@@ -47,11 +48,22 @@ def _faults(args: Mapping[str, Any]) -> List[Fault]:
     return [Fault.from_dict(item) for item in items]
 
 
+def _text(args: Mapping[str, Any], name: str) -> str:
+    value = args.get(name)
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be a string")
+    return value
+
+
 def _reset_secret(state: SandboxState, args: Mapping[str, Any]) -> None:
-    secret = args.get("new_secret")
-    if not isinstance(secret, str):
-        raise ValueError("new_secret must be a string")
-    state.reset_secret(secret)
+    client_id = args.get("client_id")
+    if client_id is not None and not isinstance(client_id, str):
+        raise ValueError("client_id must be a string")
+    state.reset_secret(_text(args, "new_secret"), client_id)
+
+
+def _add_client(state: SandboxState, args: Mapping[str, Any]) -> None:
+    state.add_client(_text(args, "client_id"), _text(args, "client_secret"))
 
 
 _OPERATIONS: Dict[str, Callable[[SandboxState, Mapping[str, Any]], object]] = {
@@ -59,6 +71,7 @@ _OPERATIONS: Dict[str, Callable[[SandboxState, Mapping[str, Any]], object]] = {
     "reset_stats": lambda state, args: state.reset_stats(),
     "revoke_all_tokens": lambda state, args: state.revoke_all_tokens(),
     "reset_secret": _reset_secret,
+    "add_client": _add_client,
     "set_token_latency": lambda state, args: state.set_token_latency(_number(args, "seconds")),
     "set_token_ttl": lambda state, args: state.set_token_ttl(_number(args, "seconds")),
     "enqueue_token_faults": lambda state, args: state.enqueue_token_faults(_faults(args)),
@@ -100,12 +113,18 @@ class LocalControl(ControlChannel):
 
 
 class RemoteControl(ControlChannel):
-    """POSTs operations to the control endpoint of a server in another process."""
+    """POSTs operations to the control endpoint of a server in another process.
 
-    def __init__(self, host: str, port: int, key: str) -> None:
+    With ``ssl_context`` (a sandbox serving HTTPS) it speaks HTTPS through that context.
+    """
+
+    def __init__(
+        self, host: str, port: int, key: str, ssl_context: Optional[ssl.SSLContext] = None
+    ) -> None:
         self._host = host
         self._port = port
         self._key = key
+        self._ssl_context = ssl_context
         self._lock = threading.Lock()
         self._connection: Optional[http.client.HTTPConnection] = None
 
@@ -124,19 +143,24 @@ class RemoteControl(ControlChannel):
     def _post(self, payload: bytes, headers: Mapping[str, str]) -> Tuple[int, bytes]:
         for attempt in range(2):  # a kept-alive connection may have gone stale: retry once
             if self._connection is None:
-                self._connection = http.client.HTTPConnection(
-                    self._host, self._port, timeout=CONTROL_TIMEOUT
-                )
+                self._connection = self._connect()
             try:
                 self._connection.request("POST", CONTROL_PATH, payload, dict(headers))
                 response = self._connection.getresponse()
                 return response.status, response.read()
-            except (http.client.HTTPException, ConnectionError):
+            except (http.client.HTTPException, ConnectionError, ssl.SSLEOFError):
                 self._connection.close()
                 self._connection = None
                 if attempt:
                     raise
         raise AssertionError("unreachable")
+
+    def _connect(self) -> http.client.HTTPConnection:
+        if self._ssl_context is None:
+            return http.client.HTTPConnection(self._host, self._port, timeout=CONTROL_TIMEOUT)
+        return http.client.HTTPSConnection(
+            self._host, self._port, timeout=CONTROL_TIMEOUT, context=self._ssl_context
+        )
 
     def close(self) -> None:
         with self._lock:

@@ -4,7 +4,7 @@ The parent starts ``python -m navro_adapters.sandbox._child``, writes one JSON l
 configuration to the child's stdin (the secret never appears in the process list) and keeps
 stdin open: it is the child's lifeline. When the parent closes it, or dies for any reason, the
 child reads end-of-file, closes its server and exits, so no orphan survives its parent.
-The child answers ``NAVRO-SANDBOX-READY <port>`` on stdout once it is listening.
+The child answers ``NAVRO-SANDBOX-READY <port> [<token port>]`` on stdout once it is listening.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import IO, Any, Mapping, Optional
+from typing import IO, Any, Mapping, Optional, Tuple
 
 __all__ = ["READY_PREFIX", "SandboxProcess"]
 
@@ -48,8 +48,8 @@ class SandboxProcess:
     def pid(self) -> Optional[int]:
         return self._process.pid if self._process is not None else None
 
-    def start(self) -> int:
-        """Start the child and return the port it listens on."""
+    def start(self) -> Tuple[int, Optional[int]]:
+        """Start the child; return its port and the token endpoint's own port (or None)."""
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
             path for path in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if path
@@ -75,12 +75,13 @@ class SandboxProcess:
                 raise RuntimeError("the sandbox process did not start in time") from None
             reader.join()
             text = line.decode("ascii", errors="replace").split()
-            if len(text) != 2 or text[0] != READY_PREFIX or not text[1].isdigit():
+            ports = [int(word) for word in text[1:] if word.isdigit()]
+            if text[:1] != [READY_PREFIX] or len(ports) not in (1, 2) or len(ports) < len(text) - 1:
                 process.wait(STOP_TIMEOUT)
                 raise RuntimeError(
                     f"the sandbox process failed to start (exit code {process.returncode})"
                 )
-            return int(text[1])
+            return ports[0], ports[1] if len(ports) == 2 else None
         except BaseException:
             self.close()
             raise

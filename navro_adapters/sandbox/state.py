@@ -1,4 +1,4 @@
-"""Everything the sandbox remembers: the client secret, issued tokens, counters, queued faults.
+"""Everything the sandbox remembers: clients and secrets, issued tokens, counters, queued faults.
 
 One :class:`SandboxState` per sandbox, shared by the server's event loop and the thread that
 controls it; every method takes the one lock, briefly, and never does I/O under it.
@@ -13,7 +13,7 @@ import math
 import secrets
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any, Deque, Dict, List, Mapping, Optional, Tuple
 
 from .faults import Fault
@@ -33,6 +33,11 @@ class SandboxStats:
     ``token_requests`` counts every POST to a token URL; each is answered either with a new
     token (``tokens_issued``) or with anything else (``token_errors``: a rejection or a fault).
     ``api_requests`` counts requests under ``/v1/``; ``api_401s`` those answered 401.
+
+    ``token_requests_by_client`` maps every registered client id to the token POSTs whose
+    Basic credentials name it, whatever the answer (a wrong secret or a fault included);
+    requests naming no registered client are in ``token_requests`` only. It takes no part in
+    ``==``, so comparing with ``SandboxStats(token_requests=..., ...)`` works as before.
     """
 
     token_requests: int = 0
@@ -40,13 +45,24 @@ class SandboxStats:
     token_errors: int = 0
     api_requests: int = 0
     api_401s: int = 0
+    token_requests_by_client: Mapping[str, int] = field(default_factory=dict, compare=False)
 
-    def to_dict(self) -> Dict[str, int]:
-        return asdict(self)
+    def to_dict(self) -> Dict[str, Any]:
+        document: Dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        document["token_requests_by_client"] = dict(self.token_requests_by_client)
+        return document
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SandboxStats:
-        return cls(**{name: int(data[name]) for name in cls.__dataclass_fields__})
+        by_client = data.get("token_requests_by_client", {})
+        counters = {name: int(data[name]) for name in _COUNTERS}
+        return cls(
+            **counters,
+            token_requests_by_client={str(k): int(v) for k, v in dict(by_client).items()},
+        )
+
+
+_COUNTERS = ("token_requests", "tokens_issued", "token_errors", "api_requests", "api_401s")
 
 
 @dataclass(frozen=True)
@@ -101,8 +117,23 @@ def _same(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
 
 
+def check_client(client_id: object, client_secret: object) -> Tuple[str, str]:
+    """A client id and secret a sandbox can register; raises ValueError naming the field."""
+    for name, value in (("client_id", client_id), ("client_secret", client_secret)):
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"{name} must be a non-empty string")
+    assert isinstance(client_id, str) and isinstance(client_secret, str)
+    if ":" in client_id:
+        raise ValueError("client_id must not contain ':' (HTTP Basic cannot carry it)")
+    return client_id, client_secret
+
+
 class SandboxState:
-    """The sandbox's memory. Thread-safe."""
+    """The sandbox's memory. Thread-safe.
+
+    Clients are the company's service accounts: ``client_id`` is the default one, more are
+    added by :meth:`add_client`. Each token remembers the client it was issued to.
+    """
 
     def __init__(
         self,
@@ -112,26 +143,33 @@ class SandboxState:
         token_ttl: float,
         token_latency: float,
     ) -> None:
-        self.client_id = client_id
+        self.client_id, secret = check_client(client_id, client_secret)
         self.company = company
         self._lock = threading.Lock()
-        self._client_secret = client_secret
+        self._secrets: Dict[str, str] = {self.client_id: secret}  # client id -> secret
         self._token_ttl = check_duration("token_ttl", token_ttl, positive=True)
         self._token_latency = check_duration("token_latency", token_latency)
-        self._tokens: Dict[str, float] = {}  # token -> monotonic expiry
+        self._tokens: Dict[str, Tuple[float, str]] = {}  # token -> (monotonic expiry, client)
         self._prune_at = PRUNE_THRESHOLD
         self._token_faults: Deque[Fault] = collections.deque()
         self._api_faults: Deque[Fault] = collections.deque()
         self._api_always_401 = False
         self._seen: Deque[SeenRequest] = collections.deque(maxlen=MAX_SEEN_REQUESTS)
-        self._counts = SandboxStats().to_dict()
+        self._counts = dict.fromkeys(_COUNTERS, 0)
+        self._by_client: Dict[str, int] = {self.client_id: 0}
 
     # -- used by the server --------------------------------------------------------------------
 
-    def client_matches(self, client_id: str, client_secret: str) -> bool:
+    def is_client(self, client_id: str) -> bool:
         with self._lock:
-            expected_secret = self._client_secret
-        return _same(client_id, self.client_id) & _same(client_secret, expected_secret)
+            return client_id in self._secrets
+
+    def client_matches(self, client_id: str, client_secret: str) -> bool:
+        """Whether ``client_id`` is registered and ``client_secret`` is its current secret."""
+        with self._lock:
+            expected = self._secrets.get(client_id)
+        # Client ids are not secret: only the secret is compared in constant time.
+        return expected is not None and _same(client_secret, expected)
 
     def record(
         self, method: str, path: str, query: str, headers: Mapping[str, str], kind: str, body: bytes
@@ -140,23 +178,26 @@ class SandboxState:
         with self._lock:
             self._seen.append(seen)
 
-    def begin_token_request(self) -> Tuple[Optional[Fault], float]:
-        """Count a token POST; return the next queued token fault (if any) and the latency."""
+    def begin_token_request(self, client_id: Optional[str]) -> Tuple[Optional[Fault], float]:
+        """Count a token POST (for ``client_id`` too, when it names a registered client);
+        return the next queued token fault (if any) and the latency."""
         with self._lock:
             self._counts["token_requests"] += 1
+            if client_id in self._by_client:
+                self._by_client[client_id] += 1
             fault = self._token_faults.popleft() if self._token_faults else None
             return fault, self._token_latency
 
-    def issue_token(self) -> Tuple[str, float]:
-        """A new token and its lifetime in seconds."""
+    def issue_token(self, client_id: str) -> Tuple[str, float]:
+        """A new token for ``client_id`` and its lifetime in seconds."""
         token = secrets.token_urlsafe(TOKEN_BYTES)
         with self._lock:
             now = time.monotonic()
             if len(self._tokens) >= self._prune_at:
-                self._tokens = {t: exp for t, exp in self._tokens.items() if exp > now}
+                self._tokens = {t: held for t, held in self._tokens.items() if held[0] > now}
                 # Amortised: the next sweep waits until the live set has doubled.
                 self._prune_at = max(PRUNE_THRESHOLD, 2 * len(self._tokens))
-            self._tokens[token] = now + self._token_ttl
+            self._tokens[token] = (now + self._token_ttl, client_id)
             self._counts["tokens_issued"] += 1
             return token, self._token_ttl
 
@@ -171,15 +212,20 @@ class SandboxState:
             fault = self._api_faults.popleft() if self._api_faults else None
             return fault, self._api_always_401
 
-    def token_is_valid(self, token: str) -> bool:
+    def token_owner(self, token: str) -> Optional[str]:
+        """The client a valid token was issued to; None for an unknown, expired or revoked one."""
         with self._lock:
-            expires_at = self._tokens.get(token)
-            if expires_at is None:
-                return False
+            held = self._tokens.get(token)
+            if held is None:
+                return None
+            expires_at, client_id = held
             if time.monotonic() >= expires_at:
                 del self._tokens[token]
-                return False
-            return True
+                return None
+            return client_id
+
+    def token_is_valid(self, token: str) -> bool:
+        return self.token_owner(token) is not None
 
     def note_api_401(self) -> None:
         with self._lock:
@@ -189,22 +235,36 @@ class SandboxState:
 
     def stats(self) -> SandboxStats:
         with self._lock:
-            return SandboxStats(**self._counts)
+            return SandboxStats(**self._counts, token_requests_by_client=dict(self._by_client))
 
     def reset_stats(self) -> None:
         with self._lock:
-            self._counts = SandboxStats().to_dict()
+            self._counts = dict.fromkeys(_COUNTERS, 0)
+            self._by_client = dict.fromkeys(self._by_client, 0)
+
+    def add_client(self, client_id: str, client_secret: str) -> None:
+        """Register another client of the company; an id already registered is a ValueError."""
+        client_id, client_secret = check_client(client_id, client_secret)
+        with self._lock:
+            if client_id in self._secrets:
+                raise ValueError(f"client {client_id!r} is already registered")
+            self._secrets[client_id] = client_secret
+            self._by_client[client_id] = 0
 
     def revoke_all_tokens(self) -> None:
         with self._lock:
             self._tokens.clear()
             self._prune_at = PRUNE_THRESHOLD
 
-    def reset_secret(self, new_secret: str) -> None:
+    def reset_secret(self, new_secret: str, client_id: Optional[str] = None) -> None:
+        """Accept only ``new_secret`` from ``client_id`` (default: the default client)."""
         if not isinstance(new_secret, str) or not new_secret:
             raise ValueError("new_secret must be a non-empty string")
+        target = self.client_id if client_id is None else client_id
         with self._lock:
-            self._client_secret = new_secret
+            if target not in self._secrets:
+                raise ValueError(f"no client {target!r} is registered")
+            self._secrets[target] = new_secret
 
     def set_token_latency(self, seconds: float) -> None:
         value = check_duration("token latency", seconds)

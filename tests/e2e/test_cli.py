@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
@@ -211,6 +211,127 @@ def test_demo_runs_every_installed_adapter() -> None:
         if "not installed" in line:
             continue
         assert " 1 " in f" {line} ", line  # one token fetch per adapter row
+
+
+# -- sandbox --tls, --client-cert, --token-port -------------------------------------------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start_sandbox_command(*flags: str) -> Tuple[subprocess.Popen[str], Dict[str, str]]:
+    """Start ``navro-adapters sandbox`` with ``flags``; return it and what it printed, by label
+    (``"url"``, ``"token endpoint"``, ``"CA certificate"``..., and each ``export`` variable)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("NAVRO_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "navro_adapters", "sandbox", "--port", str(free_port()), *flags],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=base,
+    )
+    assert process.stdout is not None
+    printed: Dict[str, str] = {}
+    for line in process.stdout:
+        text = line.strip()
+        if text.startswith("Press Ctrl+C"):
+            break
+        if text.startswith("Navro sandbox listening on "):
+            printed["url"] = text.rsplit(" ", 1)[1]
+        elif text.startswith("export "):
+            name, _, value = text[len("export ") :].partition("=")
+            printed[name] = value
+        elif ": " in text:
+            label, _, value = text.partition(": ")
+            printed[label] = value.split("  ")[0]
+    return process, printed
+
+
+def stop_sandbox_command(process: subprocess.Popen[str]) -> str:
+    import signal
+
+    process.send_signal(signal.SIGINT)
+    try:
+        _, err = process.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise
+    assert process.returncode == 130 and "Traceback" not in err
+    return err
+
+
+def test_sandbox_tls_with_a_token_port_serves_the_token_command() -> None:
+    pytest.importorskip("trustme")
+    process, printed = start_sandbox_command("--tls", "--token-port")
+    try:
+        url, token_url, ca_file = (
+            printed["url"],
+            printed["token endpoint"],
+            printed["CA certificate"],
+        )
+        assert url.startswith("https://127.0.0.1:") and printed["NAVRO_BASE_URL"] == url
+        assert token_url.startswith("https://127.0.0.1:") and not token_url.startswith(url)
+        assert printed["NAVRO_TOKEN_URL"] == token_url
+        assert Path(ca_file).read_text().startswith("-----BEGIN CERTIFICATE-----")
+        assert "client certificate" not in printed
+        env = {name: printed[name] for name in printed if name.startswith("NAVRO_")}
+        # The token command has no CA flag: OpenSSL's SSL_CERT_FILE makes it trust the CA.
+        result = run("token", "--json", env={**env, "SSL_CERT_FILE": ca_file})
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["token_type"] == "Bearer"
+        untrusted = run("token", "--timeout", "2", env=env)
+        assert_clean_failure(untrusted, 1)
+        assert "certificate" in untrusted.stderr.lower()
+    finally:
+        stop_sandbox_command(process)
+    assert not Path(ca_file).exists()  # removed when the sandbox stopped
+
+
+def test_sandbox_client_cert_prints_a_working_client_certificate() -> None:
+    pytest.importorskip("trustme")
+    import ssl
+    import urllib.request
+
+    process, printed = start_sandbox_command("--tls", "--client-cert")
+    try:
+        context = ssl.create_default_context(cafile=printed["CA certificate"])
+        context.load_cert_chain(printed["client certificate"], printed["client key"])
+        request = urllib.request.Request(
+            printed["token endpoint"],
+            data=b"grant_type=client_credentials&scope=openid",
+            headers={
+                "X-API-Version": "1",
+                "Content-Type": "application/x-www-form-urlencoded",
+                "Authorization": "Basic c2FuZGJveC1jbGllbnQ6c2FuZGJveC1zZWNyZXQ=",
+            },
+        )
+        with urllib.request.urlopen(request, timeout=5, context=context) as response:
+            assert json.load(response)["token_type"] == "Bearer"
+    finally:
+        stop_sandbox_command(process)
+
+
+def test_sandbox_client_cert_without_tls_is_a_usage_error() -> None:
+    result = run("sandbox", "--port", "0", "--client-cert")
+    assert_clean_failure(result, 2)
+    assert "--client-cert" in result.stderr and "--tls" in result.stderr
+    assert result.stdout == ""
+
+
+def test_sandbox_tls_without_trustme_says_what_to_install(tmp_path: Path) -> None:
+    (tmp_path / "sitecustomize.py").write_text("import sys\nsys.modules['trustme'] = None\n")
+    paths = [str(tmp_path), *filter(None, [os.environ.get("PYTHONPATH")])]
+    result = run("sandbox", "--port", "0", "--tls", env={"PYTHONPATH": os.pathsep.join(paths)})
+    assert_clean_failure(result, 2)
+    assert "trustme" in result.stderr
+    assert "pip install 'navro-adapters[sandbox]'" in result.stderr
+    assert result.stdout == ""
 
 
 # -- without the [sandbox] extra ---------------------------------------------------------------

@@ -522,7 +522,8 @@ def test_ping_with_a_valid_token(sandbox: Sandbox) -> None:
     )
     assert status == 200
     assert json.loads(body) == {
-        "ok": True, "company": "acme", "api_version": "1", "method": "GET", "body_bytes": 0,
+        "ok": True, "company": "acme", "client_id": CLIENT_ID, "api_version": "1", "method": "GET",
+        "body_bytes": 0,
     }  # fmt: skip
     assert json.loads(ping(sandbox, token)[2])["api_version"] is None
 
