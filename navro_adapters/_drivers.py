@@ -159,16 +159,17 @@ class AsyncPerformer:
         task.add_done_callback(_tasks.discard)
 
 
-def sends(flow: Generator[Any, Any, Any], perform: SyncPerformer) -> Generator[Send, Any, Any]:
+def sends(flow: Generator[Any, Any, Any], perform: SyncPerformer) -> Generator[Any, Any, None]:
     """Run ``flow``, performing every action but ``Send``; yield each ``Send`` and take its
-    answer (a TransportResponse) back, or an exception thrown in."""
+    answer (a TransportResponse) back, or an exception thrown in; yield the result last."""
     value: Any = None
     error: Optional[NavroAuthError] = None
     while True:
         try:
             action = flow.throw(error) if error is not None else flow.send(value)
         except StopIteration as stop:
-            return stop.value
+            yield stop.value
+            return
         value, error = None, None
         try:
             value = _checked((yield action)) if isinstance(action, Send) else perform(action)
@@ -179,8 +180,7 @@ def sends(flow: Generator[Any, Any, Any], perform: SyncPerformer) -> Generator[S
 async def async_sends(
     flow: Generator[Any, Any, Any], perform: AsyncPerformer
 ) -> AsyncGenerator[Union[Send, Token], Any]:
-    """:func:`sends` for coroutines; an async generator cannot return, so it yields the
-    token last."""
+    """:func:`sends` for coroutines."""
     value: Any = None
     error: Optional[NavroAuthError] = None
     while True:
@@ -201,17 +201,16 @@ def drive_sync(
 ) -> Any:
     """Run a flow on the calling thread, sending its token requests with ``transport``."""
     steps = sends(flow, perform)
-    try:
-        send = next(steps)
-        while True:
-            try:
-                response = transport(send.request, timeout=send.timeout)
-            except Exception as exc:
-                send = steps.throw(exc)
-            else:
-                send = steps.send(response)
-    except StopIteration as stop:
-        return stop.value
+    step = next(steps)
+    while isinstance(step, Send):
+        try:
+            response = transport(step.request, timeout=step.timeout)
+        except Exception as exc:
+            step = steps.throw(exc)
+        else:
+            step = steps.send(response)
+    steps.close()
+    return step
 
 
 async def drive_async(flow: Generator[Any, Any, Any], perform: AsyncPerformer) -> Any:
@@ -232,7 +231,8 @@ async def drive_async(flow: Generator[Any, Any, Any], perform: AsyncPerformer) -
     return step
 
 
-def _response_of(response: Any) -> TransportResponse:
+def response_of(response: Any) -> TransportResponse:
+    """An httpx-like response (``status_code``, ``headers``, ``content``, read) as ours."""
     return TransportResponse.build(response.status_code, response.headers.items(), response.content)
 
 
@@ -268,7 +268,7 @@ class ClientSends:
         except Exception as exc:
             self.failures.append(exc)
             self.abandon(steps)
-        return steps.send(_response_of(response))
+        return steps.send(response_of(response))
 
     async def aanswer(self, steps: AsyncGenerator[Any, Any], response: Any) -> Any:
         """:meth:`answer` for the async flow."""
@@ -277,7 +277,7 @@ class ClientSends:
         except Exception as exc:
             self.failures.append(exc)
             await self.aabandon(steps)
-        return await steps.asend(_response_of(response))
+        return await steps.asend(response_of(response))
 
     def _error(self) -> Optional[NavroAuthError]:
         if not self.failures:

@@ -8,24 +8,20 @@ names are then one module and one flavour. Only public API of either is used.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 from types import ModuleType
-from typing import Any, Callable, Dict, Generator, List, Tuple, Type
+from typing import Any, Callable, Dict, List, Optional, Tuple, Type
 
-from ._drivers import ClientSends, sends
+from ._drivers import response_of
 from ._flow import Send
 from .errors import ConfigurationError, TransportError
 from .protocol import TokenRequest, TransportResponse
-from .provider import TokenProvider
-from .token import Token
 from .transport import transport_failure
 
 __all__ = ["FLAVOURS", "REPLAYABLE_STREAMS", "AsyncHttpxTransport", "Flavour", "HttpxTransport"]
 
-INSTALL_HINT = (
-    "navro_adapters.httpx needs httpx or httpx2: "
-    "pip install 'navro-adapters[httpx]' (or 'navro-adapters[httpx2]')"
-)
+INSTALL_HINT = "navro_adapters.httpx needs: pip install 'navro-adapters[httpx]' (or [httpx2])"
 _FLAVOUR_NAMES = ("httpx", "httpx2")  # httpx first: the name most code imports today
 
 
@@ -66,22 +62,10 @@ if not FLAVOURS:
 REPLAYABLE_STREAMS: Tuple[type, ...] = tuple(f.module.ByteStream for f in FLAVOURS)
 
 
-def _flavour_of(client: Any, kind: str) -> Flavour:
-    for found in FLAVOURS:
-        if isinstance(client, getattr(found.module, kind)):
-            return found
-    raise ConfigurationError(kind.lower(), f"must be an httpx.{kind} or httpx2.{kind}")
-
-
 def _send_options(request: TokenRequest, timeout: float) -> Dict[str, Any]:
     # Never the client's auth (it may be ours), never a redirect (it would carry the secret).
     options = {"headers": dict(request.headers), "content": request.body, "timeout": timeout}
     return {**options, "auth": None, "follow_redirects": False}
-
-
-def answer_of(response: Any) -> TransportResponse:
-    """An httpx response (read) as the core's TransportResponse."""
-    return TransportResponse.build(response.status_code, response.headers.items(), response.content)
 
 
 def token_request(request: Any, send: Send, trace: Callable[..., Any]) -> Any:
@@ -95,29 +79,19 @@ def token_request(request: Any, send: Send, trace: Callable[..., Any]) -> Any:
     )
 
 
-def relay(provider: TokenProvider, request: Any) -> Generator[Any, Any, Token]:
-    """A token from ``provider``, each token request yielded to ``request``'s client and its
-    answer passed on: for the sync auth flow's ``yield from``."""
-    steps = sends(provider.token_flow(), provider.sync_performer())
-    try:
-        send = next(steps)
-        while True:
-            client = ClientSends()
-            try:
-                answer = yield token_request(request, send, client.record)
-            except GeneratorExit:
-                client.abandon(steps)
-            send = client.answer(steps, answer)
-    except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
-
-
 class _OnClient:
     kind = "Client"
 
-    def __init__(self, client: Any) -> None:
-        self.flavour = _flavour_of(client, self.kind)
-        self.client = client
+    def __init__(self, client: Any = None, *, flavour: Optional[str] = None) -> None:
+        kind = self.kind
+        if client is None:
+            found = [f for f in FLAVOURS if flavour in (None, f.name)]
+        else:
+            found = [f for f in FLAVOURS if isinstance(client, getattr(f.module, kind))]
+        if not found:
+            field = "flavour" if client is None else kind.lower()
+            raise ConfigurationError(field, f"must be an installed httpx/httpx2 {kind} flavour")
+        self.flavour, self.client, self.owns_client = found[0], client, client is None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.flavour.name})"
@@ -125,28 +99,42 @@ class _OnClient:
 
 class HttpxTransport(_OnClient):
     """Sync token requests through ``client`` (its proxies, TLS and pool), with httpx's own
-    ``Client.request``, so a subclass's token logic (Authlib's) is never involved."""
+    ``Client.request``, so a subclass's token logic (Authlib's) is never involved; without
+    one, through a private ``Client`` of ``flavour`` made on first use (:meth:`close`)."""
 
     def __call__(self, request: TokenRequest, *, timeout: float) -> TransportResponse:
+        if self.client is None:  # two racing first calls may both make one; either will do
+            self.client = self.flavour.module.Client()
         try:
             sent = self.flavour.module.Client.request(
                 self.client, request.method, request.url, **_send_options(request, timeout)
             )
         except self.flavour.errors as exc:
             raise self.flavour.failure(exc) from exc
-        return answer_of(sent)
+        return response_of(sent)
+
+    def close(self) -> None:
+        """Close the private client, if one was made (a client you passed stays open)."""
+        if self.owns_client and self.client is not None:
+            self.client.close()
 
 
 class AsyncHttpxTransport(_OnClient):
-    """Async token requests through ``client``, from the event loop it belongs to."""
+    """Async token requests through ``client``, from the event loop it belongs to; without
+    one, through a short-lived private ``AsyncClient`` per request, made on a worker thread
+    (loading CA certificates takes tens of ms), so any event loop may use the transport."""
 
     kind = "AsyncClient"
 
     async def __call__(self, request: TokenRequest, *, timeout: float) -> TransportResponse:
+        cls = self.flavour.module.AsyncClient
         try:
-            sent = await self.flavour.module.AsyncClient.request(
-                self.client, request.method, request.url, **_send_options(request, timeout)
-            )
+            options = _send_options(request, timeout)
+            if self.client is not None:
+                sent = await cls.request(self.client, request.method, request.url, **options)
+            else:
+                async with await asyncio.get_running_loop().run_in_executor(None, cls) as private:
+                    sent = await private.request(request.method, request.url, **options)
         except self.flavour.errors as exc:
             raise self.flavour.failure(exc) from exc
-        return answer_of(sent)
+        return response_of(sent)

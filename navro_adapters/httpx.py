@@ -31,7 +31,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, AsyncGenerator, Generator, Iterable, Tuple
 
 from . import _httpx_flavours as flavours
-from ._drivers import ClientSends, async_sends
+from ._drivers import ClientSends, async_sends, sends
 from ._flow import Send
 from ._httpx_flavours import AsyncHttpxTransport, HttpxTransport
 from .auth import MAX_AUTH_ATTEMPTS, AuthSource, RequestAuth
@@ -106,7 +106,16 @@ class NavroAuth(_AuthBase):
             if token is None and self.rule.has_route(sync=True):
                 token = self.rule.token()
             elif token is None:  # through this client: its token requests are ours to yield
-                token = yield from flavours.relay(self.provider, request)
+                steps = sends(self.provider.token_flow(), self.provider.sync_performer())
+                step = next(steps)
+                while isinstance(step, Send):
+                    client = ClientSends()
+                    try:
+                        answer = yield flavours.token_request(request, step, client.record)
+                    except GeneratorExit:
+                        client.abandon(steps)
+                    step = client.answer(steps, answer)
+                token = step
             self.rule.set_headers(request.headers, token)
             response = yield request
             if not self._resend(request, response, token, attempt):

@@ -3,10 +3,11 @@
 ``tinyproxy`` starts Debian's tinyproxy (``apt-get install tinyproxy``) on a free loopback port
 with a generated configuration (loopback clients only, CONNECT allowed to every port, a log
 file at ``LogLevel Connect``) and stops it at teardown. Its log is the evidence that a request
-went through the proxy: tinyproxy writes one line per request it receives, such as::
+went through the proxy: tinyproxy writes one line per request it receives, after a
+``CONNECT   Dec 01 22:52:49.786 [13816]: `` prefix (level, time, pid), such as::
 
-    CONNECT   Dec 01 22:52:49.786 [13816]: Request (file descriptor 5): CONNECT 127.0.0.1:45805 HTTP/1.0
-    CONNECT   Dec 01 22:52:49.778 [13816]: Request (file descriptor 5): POST http://127.0.0.1:45805/authentication/acme/token HTTP/1.1
+    Request (file descriptor 5): CONNECT 127.0.0.1:45805 HTTP/1.0
+    Request (file descriptor 5): POST http://127.0.0.1:45805/authentication/acme/token HTTP/1.1
 
 Without tinyproxy the tests using it are skipped with that reason, except under ``CI=true``
 where its absence fails them (as ``tests/stores/conftest.py`` does for redis-server).
@@ -28,7 +29,7 @@ import pytest
 
 from navro_adapters.sandbox import Sandbox
 from tests.compliance.drivers import DRIVERS, Driver, library_missing, load_driver
-from tests.stores.conftest import free_port
+from tests.stores.conftest import free_port, redis_server  # noqa: F401  # the real one
 
 PROXY_START_TIMEOUT = 10.0  # seconds for tinyproxy to accept connections
 PROXY_STOP_TIMEOUT = 5.0  # seconds for it to exit after SIGTERM, before SIGKILL
@@ -46,6 +47,10 @@ PROXY_VARIABLES = (
     "no_proxy",
     "NO_PROXY",
 )
+#: CA variables that would override a CA given in code: with ``trust_env`` on, requests lets
+#: ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` win over ``Session.verify`` (psf/requests#3829),
+#: for API and token requests alike. Tests start with none of them set.
+CA_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR")
 
 _REQUEST_LINE = re.compile(r"Request \(file descriptor \d+\): (\S+) (\S+) HTTP/\d\.\d\s*$")
 
@@ -197,8 +202,9 @@ def tinyproxy(tmp_path: Path) -> Iterator[Tinyproxy]:
 
 @pytest.fixture(autouse=True)
 def no_proxy_environment(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    """Every test starts with no proxy variable set; tests that want some set them."""
-    for name in PROXY_VARIABLES:
+    """Every test starts with no proxy (and no CA) variable set; tests that want some set
+    them, so only what a test configures (in code or in the environment) is in play."""
+    for name in PROXY_VARIABLES + CA_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
 
