@@ -410,3 +410,37 @@ def test_close_closes_only_a_private_session(monkeypatch: pytest.MonkeyPatch) ->
 def test_import_error_names_the_extra() -> None:
     out = import_error_message("requests", "requests")
     assert "pip install 'navro-adapters[requests]'" in out
+
+
+# -- TLS: token requests use the session's verify, and say so when they cannot -----------------
+
+
+@pytest.fixture
+def no_ca_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    # requests lets these variables win over session.verify (for the API call too): TLS here
+    # is configured in code only.
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.usefixtures("no_ca_environment")
+def test_token_requests_trust_the_ca_of_the_session_given() -> None:
+    with Sandbox(tls=True) as sandbox, requests.Session() as session:
+        assert sandbox.ca_file is not None
+        session.verify = sandbox.ca_file  # configured in code only, no environment variable
+        session.auth = NavroAuth(sandbox.credentials(), session=session)
+        assert session.get(f"{sandbox.base_url}/v1/ping", timeout=10).status_code == 200
+        assert sandbox.stats().token_requests == 1
+
+
+@pytest.mark.usefixtures("no_ca_environment")
+def test_without_session_a_tls_failure_says_to_pass_the_session() -> None:
+    with Sandbox(tls=True) as sandbox, requests.Session() as session:
+        session.verify = sandbox.ca_file  # the API call would trust the CA...
+        session.auth = NavroAuth(sandbox.credentials())  # ...the private token session not
+        with pytest.raises(TransportError) as caught:
+            session.get(f"{sandbox.base_url}/v1/ping", timeout=10)
+        message = caught.value.message
+        assert "TLS certificate problem" in message and "session=" in message
+        assert not caught.value.retryable
+        assert sandbox.stats().token_requests == 0  # no handshake completed, nothing retried
