@@ -164,17 +164,20 @@ def sends(flow: Generator[Any, Any, Any], perform: SyncPerformer) -> Generator[A
     answer (a TransportResponse) back, or an exception thrown in; yield the result last."""
     value: Any = None
     error: Optional[NavroAuthError] = None
-    while True:
-        try:
-            action = flow.throw(error) if error is not None else flow.send(value)
-        except StopIteration as stop:
-            yield stop.value
-            return
-        value, error = None, None
-        try:
-            value = _checked((yield action)) if isinstance(action, Send) else perform(action)
-        except Exception as exc:
-            error = _error(action, exc)
+    try:
+        while True:
+            try:
+                action = flow.throw(error) if error is not None else flow.send(value)
+            except StopIteration as stop:
+                yield stop.value
+                return
+            value, error = None, None
+            try:
+                value = _checked((yield action)) if isinstance(action, Send) else perform(action)
+            except Exception as exc:
+                error = _error(action, exc)
+    finally:
+        flow.close()  # whatever ends this, the flow's own cleanup runs now (a flight abandoned)
 
 
 async def async_sends(
@@ -183,17 +186,21 @@ async def async_sends(
     """:func:`sends` for coroutines."""
     value: Any = None
     error: Optional[NavroAuthError] = None
-    while True:
-        try:
-            action = flow.throw(error) if error is not None else flow.send(value)
-        except StopIteration as stop:
-            yield stop.value
-            return
-        value, error = None, None
-        try:
-            value = _checked((yield action)) if isinstance(action, Send) else await perform(action)
-        except Exception as exc:
-            error = _error(action, exc)
+    try:
+        while True:
+            try:
+                action = flow.throw(error) if error is not None else flow.send(value)
+            except StopIteration as stop:
+                yield stop.value
+                return
+            value, error = None, None
+            try:
+                sent = isinstance(action, Send)
+                value = _checked((yield action)) if sent else await perform(action)
+            except Exception as exc:
+                error = _error(action, exc)
+    finally:
+        flow.close()  # see sends()
 
 
 def drive_sync(

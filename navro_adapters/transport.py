@@ -63,7 +63,8 @@ def transport_failure(exc: BaseException, *, timed_out: bool = False) -> Transpo
     """
     for error in _chain(exc):
         if isinstance(error, ssl.SSLCertVerificationError):
-            detail = error.verify_message or "verification failed"
+            # aiohttp's certificate error subclasses this one without setting verify_message.
+            detail = getattr(error, "verify_message", None) or "verification failed"
             return TransportError(
                 f"token request failed: TLS certificate problem ({detail}): the token "
                 "endpoint's certificate is not trusted by the CA in use; give your HTTP client "

@@ -41,17 +41,6 @@ POLICY = RetryPolicy(
 )
 TLS_PROBLEM = "TLS certificate problem"
 
-#: Library bug (reported, not fixed here): navro_adapters/transport.py ``transport_failure``
-#: reads ``error.verify_message`` from every ``ssl.SSLCertVerificationError`` in the chain, but
-#: aiohttp's ``ClientConnectorCertificateError`` subclasses it without that attribute: the
-#: AttributeError escapes from ``_drivers._error`` and kills the flight task ("Task exception
-#: was never retrieved"), and the caller gets ``TokenTimeoutError('timed out waiting for a
-#: token')`` at the deadline instead of the TLS error at once.
-AIOHTTP_CERT_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="transport.py transport_failure: aiohttp's ClientConnectorCertificateError has no "
-    "verify_message; AttributeError kills the token flight",
-)
 #: Not classified (reported): under TLS 1.3 the server refuses a missing client certificate
 #: after the client's half of the handshake; the sandbox's asyncio TLS never sends the
 #: certificate_required alert (and even a server that does often loses the race to the
@@ -62,11 +51,6 @@ MISSING_CLIENT_CERT_UNCLASSIFIED = pytest.mark.xfail(
     reason="a missing client certificate under TLS 1.3 surfaces as a reset/EOF: classified "
     "as a retryable transport error, not 'TLS certificate problem'",
 )
-
-
-def known_aiohttp_bug(request: pytest.FixtureRequest, flavour: str) -> None:
-    if flavour == "aiohttp":
-        request.applymarker(AIOHTTP_CERT_BUG)
 
 
 def sandbox(**kwargs: object) -> Sandbox:
@@ -134,7 +118,6 @@ def test_https_with_the_private_ca_given_in_code(open_driver, tls_sandbox: Sandb
 def test_without_the_ca_the_token_request_fails_typed_and_is_not_retried(
     request: pytest.FixtureRequest, flavour: str, open_driver, tls_sandbox: Sandbox
 ) -> None:
-    known_aiohttp_bug(request, flavour)
     driver = open_driver(
         tls_sandbox.credentials(), client=ClientOptions(trust_env=False), retry_policy=POLICY
     )
@@ -230,8 +213,6 @@ def test_a_refused_tls_handshake_is_one_attempt_through_the_proxy(
     refusal: str,
 ) -> None:
     mutual = refusal == "no-client-cert"
-    if not mutual:
-        known_aiohttp_bug(request, flavour)
     with sandbox(tls=True, require_client_cert=mutual, token_port=True) as sb:
         assert sb.token_port is not None
         options = ClientOptions(
