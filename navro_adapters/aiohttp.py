@@ -35,7 +35,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
         "pip install 'navro-adapters[aiohttp]'"
     ) from exc
 
-from .auth import AUTHORIZATION, AuthSource, RequestAuth
+from .auth import AUTHORIZATION, UNAUTHORIZED, AuthSource, RequestAuth
 from .errors import ConfigurationError, TransportError
 from .protocol import TokenRequest, TransportResponse
 from .provider import TokenProvider
@@ -146,7 +146,9 @@ class NavroAuthMiddleware:
         token = self.provider.fresh_token() or await self.rule.atoken(self._route(request))
         self.rule.set_headers(request.headers, token)
         response = await handler(request)
-        if not self.rule.resend_after(response.status, token, replayable=_replayable(request.body)):
+        if response.status != UNAUTHORIZED or not self.rule.resend_after(
+            response.status, token, replayable=_replayable(request.body)
+        ):
             return response
         response.release()
         token = await self.rule.atoken(self._route(request))

@@ -35,6 +35,7 @@ __all__ = [
     "AUTHORIZATION",
     "MAX_AUTH_ATTEMPTS",
     "PROVIDER_OPTIONS",
+    "UNAUTHORIZED",
     "AuthSource",
     "RequestAuth",
     "bearer_token_of",
@@ -43,7 +44,7 @@ __all__ = [
 API_VERSION_HEADER = "X-API-Version"
 AUTHORIZATION = "Authorization"
 MAX_AUTH_ATTEMPTS = 2  # the first send, and one resend after a 401 with a new token
-UNAUTHORIZED = 401
+UNAUTHORIZED = 401  # the one answer resend_after acts on; adapters may test it first, cheaply
 _BEARER = "Bearer "
 
 AuthSource = Union[Credentials, TokenProvider]
@@ -98,7 +99,7 @@ class RequestAuth:
     Safe to share between threads, tasks and event loops: it holds no per-request state.
     """
 
-    __slots__ = ("async_transport", "credentials", "provider", "scope", "transport")
+    __slots__ = ("_prefixes", "async_transport", "credentials", "provider", "scope", "transport")
 
     def __init__(
         self,
@@ -111,7 +112,11 @@ class RequestAuth:
     ) -> None:
         self.provider = provider_for(source, provider_options or {})
         self.credentials = self.provider.credentials
-        self.scope = OriginScope(self.credentials.base_url, extra_origins)
+        extra_origins = tuple(extra_origins)
+        self.scope = OriginScope(self.credentials.base_url, extra_origins)  # validates them
+        origins = (self.credentials.base_url, *(o.strip().rstrip("/") for o in extra_origins))
+        # URLs written under an origin exactly as configured: in scope without parsing them.
+        self._prefixes = tuple(origin + "/" for origin in origins)
         self.transport = transport
         self.async_transport = async_transport
 
@@ -119,7 +124,7 @@ class RequestAuth:
 
     def applies_to(self, url: str) -> bool:
         """Whether a request to ``url`` (absolute) may carry the token."""
-        return self.scope.allows(url)
+        return url.startswith(self._prefixes) or self.scope.allows(url)
 
     def applies_to_origin(self, scheme: str, host: str, port: Optional[int]) -> bool:
         """:meth:`applies_to` for a URL the HTTP library has parsed already (no re-parsing);

@@ -133,7 +133,7 @@ class NavroAuth(AuthBase):
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
         if r.url is None or not self.rule.applies_to(r.url):
             return r
-        self.rule.set_headers(r.headers, self.rule.token())
+        self.rule.set_headers(r.headers, self.provider.fresh_token() or self.rule.token())
         r.hooks["response"].append(self._on_response)
         return r
 
