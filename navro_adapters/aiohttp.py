@@ -23,25 +23,30 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from typing import Any, Iterable, Optional
+from typing import Any, Dict, Iterable, Optional, Tuple
 
 try:
     import aiohttp
     from aiohttp.client_middlewares import ClientHandlerType
     from aiohttp.payload import AsyncIterablePayload
+    from multidict import istr
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess by the tests
     raise ImportError(
         "navro_adapters.aiohttp needs aiohttp>=3.12 (client middlewares): "
         "pip install 'navro-adapters[aiohttp]'"
     ) from exc
 
-from .auth import AUTHORIZATION, UNAUTHORIZED, AuthSource, RequestAuth
+from .auth import API_VERSION_HEADER, AUTHORIZATION, UNAUTHORIZED, AuthSource, RequestAuth
 from .errors import ConfigurationError, TransportError
 from .protocol import TokenRequest, TransportResponse
 from .provider import TokenProvider
 from .transport import transport_failure
 
 __all__ = ["AiohttpTransport", "NavroAuthMiddleware"]
+
+# istr keys: CIMultiDict looks them up without folding their case on every request.
+_HEADER_NAMES = (istr(AUTHORIZATION), istr(API_VERSION_HEADER))
+_REMEMBERED_ORIGINS = 64  # scope decisions kept (scheme, authority); others are made each time
 
 
 class AiohttpTransport:
@@ -115,7 +120,7 @@ class NavroAuthMiddleware:
     tasks; it does no I/O of its own while a valid token is cached.
     """
 
-    __slots__ = ("_last_route", "provider", "rule")
+    __slots__ = ("_last_route", "_scope", "provider", "rule")
 
     def __init__(
         self,
@@ -134,17 +139,21 @@ class NavroAuthMiddleware:
         )
         self.provider: TokenProvider = self.rule.provider
         self._last_route: Optional[AiohttpTransport] = None  # the last session's, reused
+        self._scope: Dict[Tuple[str, str], bool] = {}  # yarl parsed them: no re-parsing
 
     async def __call__(
         self, request: aiohttp.ClientRequest, handler: ClientHandlerType
     ) -> aiohttp.ClientResponse:
         url = request.url
-        if not self.rule.applies_to_origin(url.scheme, url.host or "", url.port):
+        in_scope = self._scope.get((url.scheme, url.raw_authority))
+        if in_scope is None:
+            in_scope = self._decide(url)
+        if not in_scope:
             if AUTHORIZATION in request.headers:
                 self.rule.strip_foreign(request.headers)
             return await handler(request)
         token = self.provider.fresh_token() or await self.rule.atoken(self._route(request))
-        self.rule.set_headers(request.headers, token)
+        self.rule.set_headers(request.headers, token, _HEADER_NAMES)
         response = await handler(request)
         if response.status != UNAUTHORIZED or not self.rule.resend_after(
             response.status, token, replayable=_replayable(request.body)
@@ -154,6 +163,12 @@ class NavroAuthMiddleware:
         token = await self.rule.atoken(self._route(request))
         request.headers[AUTHORIZATION] = token.authorization
         return await handler(request)
+
+    def _decide(self, url: Any) -> bool:
+        in_scope = self.rule.applies_to_origin(url.scheme, url.host or "", url.port)
+        if len(self._scope) < _REMEMBERED_ORIGINS:
+            self._scope[(url.scheme, url.raw_authority)] = in_scope
+        return in_scope
 
     def _route(self, request: aiohttp.ClientRequest) -> Optional[AiohttpTransport]:
         """The request's session as a token route, unless one was named (off the hot path)."""

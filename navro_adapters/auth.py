@@ -20,7 +20,7 @@ The adapters only translate these steps to their library's request, headers and 
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, MutableMapping, Optional, Union
+from typing import Any, Iterable, Mapping, MutableMapping, Optional, Tuple, Union
 
 from ._log import fingerprint, logger
 from .credentials import Credentials, OriginScope
@@ -167,11 +167,17 @@ class RequestAuth:
     # -- 3. headers ----------------------------------------------------------------------------
 
     @staticmethod
-    def set_headers(headers: MutableMapping[str, str], token: Token) -> None:
-        """Put ``token`` on a request's headers (any case-insensitive mapping)."""
-        headers[AUTHORIZATION] = token.authorization
-        if API_VERSION_HEADER not in headers:
-            headers[API_VERSION_HEADER] = API_VERSION
+    def set_headers(
+        headers: MutableMapping[str, str],
+        token: Token,
+        names: Tuple[str, str] = (AUTHORIZATION, API_VERSION_HEADER),
+    ) -> None:
+        """Put ``token`` on a request's headers (any case-insensitive mapping). ``names`` are
+        the two header names as the library's own key type (aiohttp's ``istr``) if it has one."""
+        authorization, version = names
+        headers[authorization] = token.authorization
+        if version not in headers:
+            headers[version] = API_VERSION
 
     def strip_foreign(self, headers: MutableMapping[str, str]) -> None:
         """Remove our bearer token from a request to an origin out of scope, if it has one.
