@@ -29,6 +29,7 @@ import pytest
 
 from navro_adapters.sandbox import Sandbox
 from tests.compliance.drivers import DRIVERS, Driver, library_missing, load_driver
+from tests.processes import stop
 from tests.stores.conftest import free_port, redis_server  # noqa: F401  # the real one
 
 PROXY_START_TIMEOUT = 10.0  # seconds for tinyproxy to accept connections
@@ -137,15 +138,7 @@ class Tinyproxy:
         return False
 
     def stop(self) -> None:
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(PROXY_STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(PROXY_STOP_TIMEOUT)
+        stop(self.process, PROXY_STOP_TIMEOUT)
 
     # -- the log -----------------------------------------------------------------------------
 

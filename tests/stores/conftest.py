@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator, List, Optional, Tuple, Type, TypeVar
 import pytest
 
 from navro_adapters.sandbox import Sandbox
+from tests.processes import stop
 
 REDIS_START_TIMEOUT = 10.0  # seconds for redis-server to accept connections
 REDIS_STOP_TIMEOUT = 5.0  # seconds for it to exit after SIGTERM, before SIGKILL
@@ -111,15 +112,7 @@ class RedisServer:
             self.process.wait(REDIS_STOP_TIMEOUT)
 
     def stop(self) -> None:
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(REDIS_STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(REDIS_STOP_TIMEOUT)
+        stop(self.process, REDIS_STOP_TIMEOUT)
 
     def client(self) -> Any:
         import redis
