@@ -40,6 +40,7 @@ except ImportError:  # neither httpx nor httpx2: tests/test_packaging.py checks 
     pytest.skip("the httpx adapter needs httpx or httpx2", allow_module_level=True)
 from navro_adapters.httpx import AsyncHttpxTransport, HttpxTransport, NavroAuth
 from navro_adapters.sandbox import Sandbox
+from tests.compliance.drivers import httpx_proxy
 
 from .support import (
     BASE,
@@ -468,7 +469,7 @@ def test_token_requests_use_the_proxy_of_the_client_they_go_through(
     # The API is reachable only through the proxy, and no client is named: the token request
     # goes through the client the auth is attached to, proxy included.
     auth = NavroAuth(behind_proxy(sandbox))
-    with mod.Client(proxy=sandbox.base_url, trust_env=False, auth=auth) as proxied:
+    with mod.Client(**httpx_proxy(mod, sandbox.base_url), trust_env=False, auth=auth) as proxied:
         assert proxied.get(f"{UNREACHABLE_BASE}/v1/ping").status_code == 200
     assert sandbox.stats().token_requests == 1
 
@@ -477,7 +478,9 @@ async def test_async_token_requests_use_the_proxy_of_the_client_they_go_through(
     mod: Any, sandbox: Sandbox
 ) -> None:
     auth = NavroAuth(behind_proxy(sandbox))
-    async with mod.AsyncClient(proxy=sandbox.base_url, trust_env=False, auth=auth) as proxied:
+    async with mod.AsyncClient(
+        **httpx_proxy(mod, sandbox.base_url), trust_env=False, auth=auth
+    ) as proxied:
         assert (await proxied.get(f"{UNREACHABLE_BASE}/v1/ping")).status_code == 200
     assert sandbox.stats().token_requests == 1
 
@@ -499,14 +502,14 @@ def test_each_event_loop_fetches_through_its_own_client(mod: Any, sandbox: Sandb
 
 def test_token_requests_use_the_named_clients_proxy(mod: Any, sandbox: Sandbox) -> None:
     # The API is reachable only through the proxy: so is the token endpoint.
-    with mod.Client(proxy=sandbox.base_url, trust_env=False) as proxied:
+    with mod.Client(**httpx_proxy(mod, sandbox.base_url), trust_env=False) as proxied:
         proxied.auth = NavroAuth(behind_proxy(sandbox), client=proxied)
         assert proxied.get(f"{UNREACHABLE_BASE}/v1/ping").status_code == 200
     assert sandbox.stats().token_requests == 1
 
 
 async def test_async_token_requests_use_the_named_clients_proxy(mod: Any, sandbox: Sandbox) -> None:
-    async with mod.AsyncClient(proxy=sandbox.base_url, trust_env=False) as proxied:
+    async with mod.AsyncClient(**httpx_proxy(mod, sandbox.base_url), trust_env=False) as proxied:
         proxied.auth = NavroAuth(behind_proxy(sandbox), async_client=proxied)
         assert (await proxied.get(f"{UNREACHABLE_BASE}/v1/ping")).status_code == 200
     assert sandbox.stats().token_requests == 1

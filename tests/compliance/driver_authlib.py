@@ -39,7 +39,7 @@ def _with_httpx_options(adapter_kwargs: Dict[str, Any]) -> Dict[str, Any]:
     options = pop_client_options(adapter_kwargs)
     if options is None:
         return adapter_kwargs
-    return {**options.httpx_settings(), **adapter_kwargs}
+    return {**options.httpx_settings(_httpx), **adapter_kwargs}
 
 
 class _AuthlibParts:

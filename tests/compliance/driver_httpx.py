@@ -59,7 +59,7 @@ class _HttpxParts:
         if self._options is not None:
             # verify=, proxy=, trust_env= on the client itself: with no client= named, the
             # auth flow yields token requests through it.
-            kwargs.update(self._options.httpx_settings())
+            kwargs.update(self._options.httpx_settings(module))
         return kwargs
 
     @property
@@ -155,5 +155,5 @@ for _name in _MISSING:
 
 def __getattr__(name: str) -> Any:
     if name in _MISSING:
-        raise ImportError(f"{_MISSING[name]} is not installed")
+        raise ModuleNotFoundError(f"{_MISSING[name]} is not installed", name=_MISSING[name])
     raise AttributeError(name)

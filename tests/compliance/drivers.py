@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import importlib
+import inspect
 import json
 import ssl
 import threading
@@ -100,14 +101,15 @@ class ClientOptions:
             settings["trust_env"] = self.trust_env
         return settings
 
-    def httpx_settings(self) -> Dict[str, Any]:
-        """``httpx.Client``/``AsyncClient`` keyword arguments (httpx2's and Authlib's too)."""
+    def httpx_settings(self, module: Any = None) -> Dict[str, Any]:
+        """``httpx.Client``/``AsyncClient`` keyword arguments (httpx2's and Authlib's too), for
+        ``module`` (default: httpx)."""
         settings: Dict[str, Any] = {}
         context = self.ssl_context()
         if context is not None:
             settings["verify"] = context
         if self.proxy is not None:
-            settings["proxy"] = self.proxy
+            settings.update(httpx_proxy(module, self.proxy))
         if self.trust_env is not None:
             settings["trust_env"] = self.trust_env
         return settings
@@ -384,6 +386,15 @@ DRIVERS: Dict[str, str] = {
 #: The HTTP libraries a flavour may need; only their absence lets a flavour be skipped.
 LIBRARIES = frozenset({"requests", "httpx", "httpx2", "aiohttp", "authlib"})
 _INSTALL_HINT = "pip install 'navro-adapters["
+
+
+def httpx_proxy(module: Any, url: str) -> Dict[str, Any]:
+    """A proxy as ``module.Client`` takes it: ``proxy=`` (httpx 0.26 and later, httpx2) or
+    ``proxies=`` (httpx 0.23 to 0.25), read from the constructor's public signature."""
+    if module is None:
+        import httpx as module
+    parameters = inspect.signature(module.Client.__init__).parameters
+    return {"proxy": url} if "proxy" in parameters else {"proxies": url}
 
 
 def library_missing(exc: BaseException) -> bool:
