@@ -115,22 +115,21 @@ class AsyncPerformer:
     """Performs actions on the running loop without ever blocking it.
 
     A spawned flight runs as a task with ``transport`` (async) or, without one, on a thread
-    with ``thread_transport``. Store calls run on a worker thread.
+    through ``threads`` (a SyncPerformer with its own transport). Store calls run on a worker
+    thread.
     """
 
-    __slots__ = ("_thread_sleep", "sleep", "store", "thread_transport", "transport")
+    __slots__ = ("sleep", "store", "threads", "transport")
 
     def __init__(
         self,
         store: Optional[TokenStore],
         sleep: Callable[[float], Awaitable[None]],
         transport: Optional[AsyncTransport] = None,
-        thread_transport: Optional[SyncTransport] = None,
-        thread_sleep: Callable[[float], None] = lambda seconds: None,
+        threads: Optional[SyncPerformer] = None,
     ) -> None:
         self.store, self.sleep = store, sleep
-        self.transport, self.thread_transport = transport, thread_transport
-        self._thread_sleep = thread_sleep
+        self.transport, self.threads = transport, threads
 
     async def __call__(self, action: Action) -> Any:
         if isinstance(action, Sleep):
@@ -149,9 +148,8 @@ class AsyncPerformer:
 
     def _spawn(self, action: Spawn) -> None:
         if self.transport is None:
-            assert self.thread_transport is not None
-            performer = SyncPerformer(self.store, self._thread_sleep, self.thread_transport)
-            performer(action)  # a thread: off every event loop
+            assert self.threads is not None
+            self.threads(action)  # a thread: off every event loop
             return
         action.flight.loop_thread = threading.get_ident()
         task = asyncio.get_running_loop().create_task(drive_async(action.flow, self))

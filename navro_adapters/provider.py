@@ -420,10 +420,8 @@ class TokenProvider:
         thread, else the caller's async one, else the default on a thread."""
         own_sync = self.async_transport is None and self.transport is not None
         transport = self.async_transport or (None if own_sync else via)
-        thread_transport = None if transport is not None else self._sync_transport(None)
-        return AsyncPerformer(
-            self.store, self._asleep, transport, thread_transport, self.clock.sleep
-        )
+        threads = None if transport is not None else self.sync_performer()
+        return AsyncPerformer(self.store, self._asleep, transport, threads)
 
     def _get_token_slow(self, transport: Optional[SyncTransport]) -> Token:
         flow = self.token_flow(lead_inline=True, refresh_inline=False)
