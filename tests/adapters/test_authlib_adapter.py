@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import importlib.metadata
 from typing import Any, List, Tuple
 
 import pytest
@@ -437,6 +438,26 @@ def test_a_redirecting_token_endpoint_is_never_followed(
 # -- 401s on a full pool ---------------------------------------------------------------------------
 
 
+# httpcore before 1.0 (httpx before 0.25.1, down to our floor 0.23) races in its sync pool: a
+# thread's expiry sweep can close a connection another thread has just started a request on
+# (read state IDLE, then the response makes the socket readable). The request then fails with
+# ReadError (EBADF) or hangs to ReadTimeout; measured 5 of 40 runs on httpcore 0.15.0, 1 of 30
+# on 0.16.3, 0 of 25 on 1.0. The deadlock this test guards against would still fail it.
+def _httpcore_pool_races() -> bool:
+    if httpx.__name__ != "httpx":  # httpx2 brings its own pool
+        return False
+    return int(importlib.metadata.version("httpcore").split(".")[0]) < 1
+
+
+_HTTPCORE_POOL_RACE = _httpcore_pool_races()
+
+
+@pytest.mark.xfail(
+    _HTTPCORE_POOL_RACE,
+    reason="httpcore<1.0's sync pool closes a connection in use by another thread",
+    raises=(httpx.ReadError, httpx.ReadTimeout),
+    strict=False,
+)
 def test_401_storm_on_a_full_pool_refetches_without_deadlock(sandbox: Sandbox) -> None:
     # The 401s hold every pooled connection while the client fetches a token on itself: each
     # 401 must release its connection first, or the token request waits for the pool forever.
