@@ -27,10 +27,10 @@ from typing import (
     List,
     NoReturn,
     Optional,
-    Set,
     Union,
 )
 
+from . import _runtime
 from ._flow import Action, Send, Sleep, Spawn, StoreCall, Wait
 from .errors import NavroAuthError, TokenStoreError, TransportError
 from .protocol import TransportResponse
@@ -51,7 +51,6 @@ __all__ = [
 STORE_CALL_TIMEOUT = 2.0  # seconds for one store call from a coroutine; a hung store is skipped
 #: What a blocking Wait answers when the flight runs on this very thread's event loop.
 DEADLOCK = object()
-_tasks: Set[asyncio.Task[Any]] = set()  # strong references to spawned flights until done
 
 
 def _error(action: Action, exc: Exception) -> NavroAuthError:
@@ -61,7 +60,8 @@ def _error(action: Action, exc: Exception) -> NavroAuthError:
     if isinstance(action, StoreCall):
         error: NavroAuthError = TokenStoreError(f"{action.method} raised {type(exc).__name__}")
     else:
-        error = transport_failure(exc, timed_out=isinstance(exc, asyncio.TimeoutError))
+        timed_out = isinstance(exc, (TimeoutError, asyncio.TimeoutError))
+        error = transport_failure(exc, timed_out=timed_out)
     error.__cause__ = exc
     return error
 
@@ -112,11 +112,11 @@ class SyncPerformer:
 
 
 class AsyncPerformer:
-    """Performs actions on the running loop without ever blocking it.
+    """Performs actions on the running loop, asyncio's or trio's, without ever blocking it.
 
-    A spawned flight runs as a task with ``transport`` (async) or, without one, on a thread
-    through ``threads`` (a SyncPerformer with its own transport). Store calls run on a worker
-    thread.
+    A spawned flight runs as a background task with ``transport`` (async) or, without one, on
+    a thread through ``threads`` (a SyncPerformer with its own transport). Store calls run on
+    a worker thread. Each operation is the running library's (:mod:`._runtime`).
     """
 
     __slots__ = ("sleep", "store", "threads", "transport")
@@ -136,8 +136,9 @@ class AsyncPerformer:
             await self.sleep(action.seconds)
         elif isinstance(action, StoreCall):
             assert self.store is not None
-            call = asyncio.to_thread(getattr(self.store, action.method), *action.args)
-            return await asyncio.wait_for(call, STORE_CALL_TIMEOUT)
+            runtime = _runtime.current()
+            call = runtime.run_in_thread(getattr(self.store, action.method), *action.args)
+            return await runtime.wait_for(call, STORE_CALL_TIMEOUT)
         elif isinstance(action, Wait):
             return await action.flight.wait_async(action.timeout)
         elif isinstance(action, Spawn):
@@ -152,9 +153,7 @@ class AsyncPerformer:
             self.threads(action)  # a thread: off every event loop
             return
         action.flight.loop_thread = threading.get_ident()
-        task = asyncio.get_running_loop().create_task(drive_async(action.flow, self))
-        _tasks.add(task)
-        task.add_done_callback(_tasks.discard)
+        _runtime.current().spawn(lambda: drive_async(action.flow, self))
 
 
 def sends(flow: Generator[Any, Any, Any], perform: SyncPerformer) -> Generator[Any, Any, None]:
@@ -227,7 +226,7 @@ async def drive_async(flow: Generator[Any, Any, Any], perform: AsyncPerformer) -
         try:
             assert perform.transport is not None
             sent = perform.transport(step.request, timeout=step.timeout)
-            response = await asyncio.wait_for(sent, step.timeout)
+            response = await _runtime.current().wait_for(sent, step.timeout)
         except Exception as exc:
             step = await steps.athrow(exc)
         else:

@@ -1,17 +1,17 @@
 """A flight: one token acquisition in progress, awaited by threads and by any event loop.
 
 Exactly one caller (a thread, a task or an HTTP client's auth flow) runs a flight's
-acquisition; everyone else waits on it. Threads wait on an ``Event``; coroutines on a future of
-their own loop, resolved thread-safely, so cancelling one waiter never cancels the flight.
+acquisition; everyone else waits on it. Threads wait on an ``Event``; coroutines on a waiter of
+their own library and loop (asyncio or trio, see :mod:`._runtime`), woken thread-safely, so
+cancelling one waiter never cancels the flight.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import threading
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional
 
+from . import _runtime
 from .errors import NavroAuthError
 from .token import Token
 
@@ -49,7 +49,7 @@ class Flight:
         self.done = threading.Event()
         self.outcome: Optional[Outcome] = None
         self._lock = threading.Lock()
-        self._waiters: List[Tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._waiters: List[Callable[[], None]] = []  # each wakes one coroutine, from any thread
 
     def finish(self, outcome: Outcome) -> None:
         with self._lock:
@@ -58,35 +58,23 @@ class Flight:
             self.outcome = outcome
             waiters, self._waiters = self._waiters, []
         self.done.set()
-        for loop, future in waiters:
-            # A closed loop raises RuntimeError: its waiter is gone with it.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_resolve, future)
+        for wake in waiters:
+            wake()
 
     def wait(self, timeout: float) -> Optional[Outcome]:
         self.done.wait(max(0.0, timeout))
         return self.outcome
 
     async def wait_async(self, timeout: float) -> Optional[Outcome]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        entry = (loop, future)
+        wake, wait = _runtime.current().waiter()
         with self._lock:
             if self.outcome is not None:
                 return self.outcome
-            self._waiters.append(entry)
+            self._waiters.append(wake)
         try:
-            # Cancelling this waiter cancels only its own future, never the shared flight.
-            await asyncio.wait_for(future, max(0.0, timeout))
-        except asyncio.TimeoutError:
-            pass
+            await wait(timeout)  # cancelling this waiter cancels only its own wait
         finally:
             with self._lock:
-                if entry in self._waiters:
-                    self._waiters.remove(entry)
+                if wake in self._waiters:
+                    self._waiters.remove(wake)
         return self.outcome
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)

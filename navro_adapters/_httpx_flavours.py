@@ -8,11 +8,11 @@ names are then one module and one flavour. Only public API of either is used.
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 from types import ModuleType
 from typing import Any, Callable, Dict, List, Optional, Tuple, Type
 
+from . import _runtime
 from ._drivers import response_of
 from ._flow import Send
 from .errors import ConfigurationError, TransportError
@@ -133,7 +133,7 @@ class AsyncHttpxTransport(_OnClient):
             if self.client is not None:
                 sent = await cls.request(self.client, request.method, request.url, **options)
             else:
-                async with await asyncio.get_running_loop().run_in_executor(None, cls) as private:
+                async with await _runtime.current().run_in_thread(cls) as private:
                     sent = await private.request(request.method, request.url, **options)
         except self.flavour.errors as exc:
             raise self.flavour.failure(exc) from exc

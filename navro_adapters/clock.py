@@ -7,9 +7,10 @@ absolute expiry instants with other processes through a token store.
 
 from __future__ import annotations
 
-import asyncio
 import time as _time
 from typing import Protocol
+
+from . import _runtime
 
 __all__ = ["Clock", "SystemClock", "SYSTEM_CLOCK"]
 
@@ -34,7 +35,7 @@ class SystemClock:
     monotonic = staticmethod(_time.monotonic)
     time = staticmethod(_time.time)
     sleep = staticmethod(_time.sleep)
-    asleep = staticmethod(asyncio.sleep)
+    asleep = staticmethod(_runtime.sleep)  # asyncio's or trio's, whichever runs the caller
 
     def __repr__(self) -> str:
         return "SystemClock()"

@@ -13,7 +13,6 @@ refresh in the background; only when no valid token is left do callers wait.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
 import threading
@@ -22,6 +21,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Generator, Optional, Tuple, Union
 
+from . import _runtime
 from ._drivers import DEADLOCK, AsyncPerformer, SyncPerformer, drive_async, drive_sync
 from ._flight import ABANDONED, Flight, Outcome
 from ._flow import Flow, FlowContext, Spawn, Wait, acquisition_flow, secret_digest
@@ -89,9 +89,10 @@ if hasattr(os, "register_at_fork"):
 class TokenProvider:
     """Hands out Navro access tokens; share one per set of credentials.
 
-    Thread-safe and asyncio-safe: :meth:`get_token` from threads, :meth:`aget_token` from
-    coroutines on any number of event loops, in any mix. At most one token request is in
-    flight at a time, and every waiter gets its result or its error.
+    Thread-safe and async-safe: :meth:`get_token` from threads, :meth:`aget_token` from
+    coroutines on any number of event loops, asyncio's or trio's (anyio on either), in any
+    mix. At most one token request is in flight at a time, and every waiter gets its result or
+    its error.
 
     Which client sends a token request, in this order (the one rule every adapter follows):
     this provider's own ``transport`` / ``async_transport`` when given; else the transport the
@@ -133,7 +134,7 @@ class TokenProvider:
         self.clock: Clock = clock or SYSTEM_CLOCK
         # A clock written before asleep joined the protocol sleeps for real on the async path.
         self._asleep: Callable[[float], Awaitable[None]] = getattr(
-            self.clock, "asleep", asyncio.sleep
+            self.clock, "asleep", _runtime.sleep
         )
         self._rng = rng or random.Random()
         self.stats = ProviderStats()

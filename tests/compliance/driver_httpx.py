@@ -134,6 +134,16 @@ class Httpx2AsyncDriver(_HttpxAsyncDriver):
     library = "httpx2"
 
 
+class HttpxAsyncTrioDriver(HttpxAsyncDriver):
+    name = "httpx-async-trio"
+    runtime = "trio"  # the same client and adapter in a trio run (httpx speaks trio via anyio)
+
+
+class Httpx2AsyncTrioDriver(Httpx2AsyncDriver):
+    name = "httpx2-async-trio"
+    runtime = "trio"
+
+
 def _installed(library: str) -> bool:
     try:
         _import(library)
@@ -149,6 +159,13 @@ _MISSING = {
     for cls in (HttpxSyncDriver, HttpxAsyncDriver, Httpx2SyncDriver, Httpx2AsyncDriver)
     if not _installed(cls.library)
 }
+_MISSING.update(
+    {
+        cls.__name__: "trio" if _installed(cls.library) else cls.library
+        for cls in (HttpxAsyncTrioDriver, Httpx2AsyncTrioDriver)
+        if not (_installed(cls.library) and _installed("trio"))
+    }
+)
 for _name in _MISSING:
     del globals()[_name]
 

@@ -30,6 +30,7 @@ from typing import (
     Sequence,
     Tuple,
     TypeVar,
+    Union,
 )
 
 from navro_adapters import TokenProvider
@@ -318,17 +319,78 @@ class LoopThread:
             self.loop.close()
 
 
+class TrioThread:
+    """A trio run on a daemon thread, with :class:`LoopThread`'s interface: coroutines are
+    submitted to it from outside (``trio.from_thread``, trio's public way in)."""
+
+    def __init__(self, name: str) -> None:
+        import trio
+
+        self._trio = trio
+        self._started = threading.Event()
+        self._token: Any = None
+        self._stop: Any = None
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._thread.start()
+        if not self._started.wait(CALL_TIMEOUT):
+            raise RuntimeError("the trio run did not start")
+
+    def _main(self) -> None:
+        trio = self._trio
+
+        async def serve() -> None:
+            self._token = trio.lowlevel.current_trio_token()
+            self._stop = trio.Event()
+            self._started.set()
+            await self._stop.wait()
+
+        trio.run(serve)
+
+    def run(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        async def _await() -> _T:
+            with self._trio.fail_after(CALL_TIMEOUT):
+                return await coro
+
+        result: _T = self._trio.from_thread.run(_await, trio_token=self._token)
+        return result
+
+    def stop(self) -> None:
+        """End the run: background work still running (a refresh ahead) is cancelled."""
+        self._trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
+        self._thread.join(CALL_TIMEOUT)
+
+
+async def gather(runtime: str, coros: List[Coroutine[Any, Any, _T]]) -> List[_T]:
+    """``asyncio.gather`` on ``runtime`` ("asyncio" or "trio"): every result, in order."""
+    if runtime == "asyncio":
+        return list(await asyncio.gather(*coros))
+    import trio
+
+    results: List[Any] = [None] * len(coros)
+
+    async def one(index: int, coro: Coroutine[Any, Any, _T]) -> None:
+        results[index] = await coro
+
+    async with trio.open_nursery() as nursery:
+        for index, coro in enumerate(coros):
+            nursery.start_soon(one, index, coro)
+    return results
+
+
 class LoopDriver(_BatchDriver):
-    """A driver for an async client: it owns an event loop on a private thread from ``open`` to
-    ``close`` (clients such as ``aiohttp.ClientSession`` belong to one loop) and
-    ``request_many`` gathers one task per URL there. Subclasses send one request."""
+    """A driver for an async client: it owns an event loop (asyncio's, or a trio run when
+    ``runtime`` is "trio") on a private thread from ``open`` to ``close`` (clients such as
+    ``aiohttp.ClientSession`` belong to one loop) and ``request_many`` runs one task per URL
+    there at once. Subclasses send one request."""
 
     concurrency = "tasks"
-    _loop: Optional[LoopThread] = None
+    runtime = "asyncio"
+    _loop: Optional[Union[LoopThread, TrioThread]] = None
 
     def _start_loop(self, make_client: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
         """Start the loop and return the client ``make_client`` builds on it."""
-        self._loop = LoopThread(f"{self.name}-driver")
+        runner = TrioThread if self.runtime == "trio" else LoopThread
+        self._loop = runner(f"{self.name}-driver")
         return self._loop.run(make_client())
 
     def _run(self, coro: Coroutine[Any, Any, _T]) -> _T:
@@ -361,7 +423,7 @@ class LoopDriver(_BatchDriver):
 
     def _send_all(self, requests: List[Outgoing]) -> List[Result]:
         async def _all() -> List[Result]:
-            return list(await asyncio.gather(*map(self._send, requests)))
+            return await gather(self.runtime, [self._send(request) for request in requests])
 
         return self._run(_all())
 
@@ -376,6 +438,8 @@ DRIVERS: Dict[str, str] = {
     "httpx-async": "tests.compliance.driver_httpx:HttpxAsyncDriver",
     "httpx2-sync": "tests.compliance.driver_httpx:Httpx2SyncDriver",
     "httpx2-async": "tests.compliance.driver_httpx:Httpx2AsyncDriver",
+    "httpx-async-trio": "tests.compliance.driver_httpx:HttpxAsyncTrioDriver",
+    "httpx2-async-trio": "tests.compliance.driver_httpx:Httpx2AsyncTrioDriver",
     "aiohttp": "tests.compliance.driver_aiohttp:AiohttpDriver",
     "authlib-requests": "tests.compliance.driver_authlib:AuthlibRequestsDriver",
     "authlib-httpx": "tests.compliance.driver_authlib:AuthlibHttpxDriver",
@@ -384,7 +448,7 @@ DRIVERS: Dict[str, str] = {
 
 
 #: The HTTP libraries a flavour may need; only their absence lets a flavour be skipped.
-LIBRARIES = frozenset({"requests", "httpx", "httpx2", "aiohttp", "authlib"})
+LIBRARIES = frozenset({"requests", "httpx", "httpx2", "aiohttp", "authlib", "trio"})
 _INSTALL_HINT = "pip install 'navro-adapters["
 
 
