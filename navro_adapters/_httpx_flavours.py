@@ -15,6 +15,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Type
 from . import _runtime
 from ._drivers import response_of
 from ._flow import Send
+from ._pickling import Reduced, construct, not_picklable
 from .errors import ConfigurationError, TransportError
 from .protocol import TokenRequest, TransportResponse
 from .transport import transport_failure
@@ -81,6 +82,7 @@ def token_request(request: Any, send: Send, trace: Callable[..., Any]) -> Any:
 
 class _OnClient:
     kind = "Client"
+    argument = "client"  # NavroAuth's keyword for such a client
 
     def __init__(self, client: Any = None, *, flavour: Optional[str] = None) -> None:
         kind = self.kind
@@ -92,6 +94,18 @@ class _OnClient:
             field = "flavour" if client is None else kind.lower()
             raise ConfigurationError(field, f"must be an installed httpx/httpx2 {kind} flavour")
         self.flavour, self.client, self.owns_client = found[0], client, client is None
+
+    def __reduce__(self) -> Reduced:
+        """Without a client of yours, pickles as its flavour; with one, raises
+        ConfigurationError (an httpx client holds connections and locks)."""
+        if not self.owns_client:
+            raise not_picklable(
+                self.argument,
+                f"an httpx {self.kind}",
+                f"build NavroAuth(..., {self.argument}=...) in the worker process, "
+                "with a client made there",
+            )
+        return (construct, (type(self), (), {"flavour": self.flavour.name}))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.flavour.name})"
@@ -125,6 +139,7 @@ class AsyncHttpxTransport(_OnClient):
     (loading CA certificates takes tens of ms), so any event loop may use the transport."""
 
     kind = "AsyncClient"
+    argument = "async_client"
 
     async def __call__(self, request: TokenRequest, *, timeout: float) -> TransportResponse:
         cls = self.flavour.module.AsyncClient

@@ -36,6 +36,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
         "pip install 'navro-adapters[aiohttp]'"
     ) from exc
 
+from ._pickling import Reduced, not_picklable
 from .auth import API_VERSION_HEADER, AUTHORIZATION, UNAUTHORIZED, AuthSource, RequestAuth
 from .errors import ConfigurationError, TransportError
 from .protocol import TokenRequest, TransportResponse
@@ -93,6 +94,14 @@ class AiohttpTransport:
             timed_out = isinstance(exc, (asyncio.TimeoutError, TimeoutError))
             raise transport_failure(exc, timed_out=timed_out) from exc
 
+    def __reduce__(self) -> Reduced:
+        raise not_picklable(
+            "token_session",
+            "an aiohttp.ClientSession",
+            "build NavroAuthMiddleware(..., token_session=...) in the worker process, with a "
+            "session made there",
+        )
+
     def __repr__(self) -> str:
         return "AiohttpTransport()"
 
@@ -117,7 +126,8 @@ class NavroAuthMiddleware:
     without our token. On a 401 the token that was sent is invalidated and the request resent
     once with a new one, unless its body cannot be replayed. Token errors are raised as
     :class:`~navro_adapters.NavroAuthError` subclasses. Safe to share between any number of
-    tasks; it does no I/O of its own while a valid token is cached.
+    tasks; it does no I/O of its own while a valid token is cached. Pickles (for a worker
+    process) as its provider and rule; with ``token_session`` it raises ConfigurationError.
     """
 
     __slots__ = ("_last_route", "_scope", "provider", "rule")
@@ -178,6 +188,14 @@ class NavroAuthMiddleware:
         if route is None or route.session is not request.session:
             route = self._last_route = AiohttpTransport(request.session)
         return route
+
+    def __getstate__(self) -> Dict[str, Any]:
+        # The remembered route and scope decisions belong to this process's sessions.
+        return {"provider": self.provider, "rule": self.rule}
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.provider, self.rule = state["provider"], state["rule"]
+        self._last_route, self._scope = None, {}
 
     def __repr__(self) -> str:
         return f"NavroAuthMiddleware(provider={self.provider!r}, scope={self.rule.scope!r})"

@@ -69,6 +69,9 @@ class NavroAuth(_AuthBase):
     invalidates exactly the token that was sent and the request is resent once; a streaming
     body is not resent, the 401 is returned. Token failures raise
     :class:`~navro_adapters.NavroAuthError`.
+
+    Pickles for worker processes (the copy fetches its own token); with ``client`` or
+    ``async_client`` it raises ConfigurationError: build it in the worker instead.
     """
 
     # httpx.Auth's defaults hold: neither body is read for us (a 401's plays no part).

@@ -26,6 +26,7 @@ from ._drivers import DEADLOCK, AsyncPerformer, SyncPerformer, drive_async, driv
 from ._flight import ABANDONED, Flight, Outcome
 from ._flow import Flow, FlowContext, Spawn, Wait, acquisition_flow, secret_digest
 from ._log import logger
+from ._pickling import Reduced, construct
 from .clock import SYSTEM_CLOCK, Clock
 from .credentials import Credentials
 from .errors import ConfigurationError, NavroAuthError, TokenTimeoutError
@@ -117,6 +118,8 @@ class TokenProvider:
         clock: Optional[Clock] = None,
         rng: Optional[random.Random] = None,
     ) -> None:
+        # First, before any other local exists: the arguments as given, all a pickle carries.
+        self._arguments = {name: value for name, value in locals().items() if name != "self"}
         if not isinstance(credentials, Credentials):
             raise ConfigurationError(
                 "credentials",
@@ -220,6 +223,14 @@ class TokenProvider:
         token = self.token
         shown = token.fingerprint if token is not None else None
         return f"TokenProvider(client_id={self.credentials.client_id!r}, token={shown!r})"
+
+    def __reduce__(self) -> Reduced:
+        """Pickle (for a worker process) as the constructor's arguments only: the copy is
+        built by ``__init__``, with its own lock, an empty cache and zero stats, and fetches
+        its own token; a cached token never travels. The credentials travel with their secret
+        source as given. An argument that cannot travel (a transport or store holding a client)
+        raises :class:`~navro_adapters.errors.ConfigurationError` saying what to do."""
+        return (construct, (type(self), (), self._arguments))
 
     # -- deciding, under the lock --------------------------------------------------------------
 

@@ -106,6 +106,9 @@ class NavroAuth(AuthBase):
     invalidates exactly that token and the request is resent once; a one-shot body
     (generator, file) is not resent, the 401 is returned. Token failures raise
     :class:`~navro_adapters.NavroAuthError` from the request call.
+
+    Pickles for worker processes, alone or with the session it is attached to (the copy's
+    token requests then use the copy of that session); the copy fetches its own token.
     """
 
     def __init__(

@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 from typing import Awaitable, Optional, Protocol
 
+from ._pickling import Reduced, construct, not_picklable
 from .errors import ConfigurationError, TokenTimeoutError, TransportError
 from .protocol import TokenRequest, TransportResponse
 
@@ -104,6 +105,10 @@ class UrllibTransport:
     Honours the proxy environment variables (``HTTPS_PROXY``, ``NO_PROXY``...);
     ``ssl_context`` customises TLS, or ``ca_file`` trusts a private CA (a PEM file) on top of
     nothing else (``ssl.create_default_context(cafile=...)``).
+
+    Pickles as its arguments (the ``ca_file`` path, loaded again where it is unpickled); one
+    built with ``ssl_context`` raises ConfigurationError on pickling (an ``ssl.SSLContext``
+    cannot be pickled).
     """
 
     def __init__(
@@ -111,6 +116,8 @@ class UrllibTransport:
     ) -> None:
         if ssl_context is not None and ca_file is not None:
             raise ConfigurationError("ca_file", "pass ssl_context or ca_file, not both")
+        self._ca_file = ca_file
+        self._given_context = ssl_context is not None  # the caller's: it cannot be pickled
         if ca_file is not None:
             try:
                 ssl_context = ssl.create_default_context(cafile=ca_file)
@@ -141,6 +148,16 @@ class UrllibTransport:
             raise transport_failure(reason) from exc
         except (OSError, http.client.HTTPException) as exc:
             raise transport_failure(exc) from exc
+
+    def __reduce__(self) -> Reduced:
+        if self._given_context:
+            raise not_picklable(
+                "ssl_context",
+                "an ssl.SSLContext",
+                "give UrllibTransport ca_file= (a path, which pickles) or build the transport "
+                "in the worker process",
+            )
+        return (construct, (type(self), (), {"ca_file": self._ca_file}))
 
     def __repr__(self) -> str:
         return "UrllibTransport()"

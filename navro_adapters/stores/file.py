@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Dict, Iterator, Optional, Tuple, Type, Union
 
 from .._log import logger
+from .._pickling import Reduced, construct
 from ..errors import ConfigurationError, TokenStoreError
 from ..store import TokenRecord
 
@@ -124,7 +125,8 @@ class FileStore:
     ``path`` is the token file; its directory must exist and be writable by every process
     of the fleet. Every method raises :class:`~navro_adapters.errors.TokenStoreError` on an
     I/O failure; the provider logs it and fetches directly. Thread-safe (a lock may be
-    released from another thread than the one that took it) and fork-safe.
+    released from another thread than the one that took it) and fork-safe. Pickles as its
+    path: the copy holds none of this process's locks.
     """
 
     def __init__(self, path: Union[str, os.PathLike[str]]) -> None:
@@ -147,6 +149,9 @@ class FileStore:
 
     def __repr__(self) -> str:
         return f"FileStore({self.path!r})"
+
+    def __reduce__(self) -> Reduced:
+        return (construct, (type(self), (self.path,), {}))
 
     # -- the TokenStore protocol -----------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from typing import Any, Callable, Dict, Optional, Tuple, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from .._log import logger
+from .._pickling import Reduced, construct, not_picklable
 from ..errors import ConfigurationError, TokenStoreError
 from ..store import TokenRecord
 
@@ -100,6 +101,10 @@ class RedisStore:
     Keys are ``key_prefix + "token:" + key`` and ``key_prefix + "lock:" + key``. Every method
     raises :class:`~navro_adapters.errors.TokenStoreError` when Redis fails. Thread-safe: a
     lock may be released from another thread than the one that took it.
+
+    A store built from a URL pickles as its URL (password included, as given) and key prefix;
+    the copy builds its own client and holds none of this process's locks. A store built
+    with a client raises ConfigurationError on pickling (a ``redis.Redis`` cannot be pickled).
     """
 
     def __init__(self, client_or_url: Any, *, key_prefix: str = DEFAULT_KEY_PREFIX) -> None:
@@ -131,6 +136,16 @@ class RedisStore:
     def __repr__(self) -> str:
         where = _redact(self._url) if self._url is not None else "client"
         return f"RedisStore({where!r}, key_prefix={self.key_prefix!r})"
+
+    def __reduce__(self) -> Reduced:
+        if self._url is None:
+            raise not_picklable(
+                "client_or_url",
+                "a redis.Redis client",
+                "give RedisStore a URL (it pickles as the URL and key prefix) or build the "
+                "store in the worker process",
+            )
+        return (construct, (type(self), (self._url,), {"key_prefix": self.key_prefix}))
 
     # -- the TokenStore protocol -----------------------------------------------------------------
 
