@@ -164,7 +164,9 @@ class NavroAuthMiddleware:
             return await handler(request)
         token = self.provider.fresh_token() or await self.rule.atoken(self._route(request))
         self.rule.set_headers(request.headers, token, _HEADER_NAMES)
+        attached = self.provider.clock.monotonic()
         response = await handler(request)
+        self.provider.observe_answer(attached)  # the margins adapt to queues in the pool
         if response.status != UNAUTHORIZED or not self.rule.resend_after(
             response.status, token, replayable=_replayable(request.body)
         ):

@@ -120,7 +120,9 @@ class NavroAuth(_AuthBase):
                     step = client.answer(steps, answer)
                 token = step
             self.rule.set_headers(request.headers, token)
+            attached = self.provider.clock.monotonic()
             response = yield request
+            self.provider.observe_answer(attached)  # the margins adapt to queues in the pool
             if not self._resend(request, response, token, attempt):
                 return
             # Release the 401's connection first: the token request may need one from the same
@@ -149,7 +151,9 @@ class NavroAuth(_AuthBase):
                     step = await client.aanswer(steps, answer)
                 token = step
             self.rule.set_headers(request.headers, token)
+            attached = self.provider.clock.monotonic()
             response = yield request
+            self.provider.observe_answer(attached)
             if not self._resend(request, response, token, attempt):
                 return
             await response.aread()  # release the 401's connection first (see sync_auth_flow)

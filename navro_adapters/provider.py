@@ -46,6 +46,9 @@ _REJECTED_REMEMBERED = 32  # fingerprints of invalidated tokens kept, so a store
 FAILURE_BACKOFF_FIRST = 1.0  # seconds after the first failure...
 FAILURE_BACKOFF_MAX = 30.0  # ...doubling with each consecutive failure up to this
 SECRET_CHECK_INTERVAL = 1.0  # seconds between reads of a secret source while backing off
+# The attach-to-answer time the margins adapt to is the largest seen in the current window or
+# the one before it: a slow spell is remembered for one to two windows, then forgotten.
+LATENCY_WINDOW = 30.0  # seconds
 
 
 class _Backoff:
@@ -148,6 +151,10 @@ class TokenProvider:
         self._failures = 0  # consecutive failed fetches, for the back-off
         self._backoff: Optional[_Backoff] = None
         self._rejected: OrderedDict[str, None] = OrderedDict()
+        # Attach-to-answer times reported by adapters (observe_latency); see LATENCY_WINDOW.
+        self.observed_latency = 0.0  # seconds: what the margins adapt to now
+        self._window_peak = 0.0
+        self._window_ends = float("-inf")
         _providers.add(self)
 
     # -- the public surface ----------------------------------------------------------------
@@ -211,6 +218,51 @@ class TokenProvider:
             self.stats.invalidations += 1
         logger.info("token %s invalidated", entry[2].fingerprint)
         return True
+
+    def observe_latency(self, seconds: float) -> None:
+        """Report that an API answer came ``seconds`` after a token was attached to its request
+        (adapters call this for every request they authenticate; waits in a client's pool
+        count). With ``RefreshPolicy.adapt_to_latency`` a token is then attached only while it
+        will outlive the largest such time seen lately (see :class:`RefreshPolicy`).
+
+        Lock-free unless the time is a new maximum; a report lost to a race is harmless.
+        """
+        now = self.clock.monotonic()
+        if now >= self._window_ends:
+            # The last window's peak carries over, unless that window was long ago.
+            recent = now < self._window_ends + LATENCY_WINDOW
+            self.observed_latency = self._window_peak if recent else 0.0
+            self._window_peak = 0.0
+            self._window_ends = now + LATENCY_WINDOW
+        if seconds > self._window_peak:
+            self._window_peak = seconds
+            if seconds > self.observed_latency:
+                self._raise_latency(seconds)
+
+    def observe_answer(self, attached_at: float) -> None:
+        """:meth:`observe_latency` for a request whose token was attached at ``attached_at``
+        (on this provider's ``clock.monotonic``) and which was answered just now."""
+        self.observe_latency(self.clock.monotonic() - attached_at)
+
+    def _raise_latency(self, seconds: float) -> None:
+        with self._lock:
+            if seconds <= self.observed_latency:
+                return
+            self.observed_latency = seconds
+            entry = self._entry
+            if entry is None or not self.refresh_policy.adapt_to_latency:
+                return
+            fresh_until, usable_until = self.refresh_policy.deadlines(entry[2], seconds)
+            if usable_until >= entry[1]:
+                return  # within the static margins: nothing changes
+            # Only ever earlier: a refresh ahead already due stays due.
+            self._entry = (min(entry[0], fresh_until), usable_until, entry[2])
+        logger.debug(
+            "API answers took up to %.2f s after a token was attached; serving token %s only "
+            "while it outlives that",
+            seconds,
+            entry[2].fingerprint,
+        )
 
     def clear(self) -> None:
         """Forget the cached token and any failure back-off (after rotating the secret)."""
@@ -303,7 +355,7 @@ class TokenProvider:
             if token is not None and self._is_rejected(token):
                 outcome = ABANDONED  # invalidated while in flight: waiters try again
             elif token is not None:
-                fresh_until, usable_until = self.refresh_policy.deadlines(token)
+                fresh_until, usable_until = self._deadlines(token)
                 self._entry = (fresh_until, usable_until, token)
                 self.stats.acquisitions += 1
                 self._failures, self._backoff = 0, None
@@ -328,6 +380,11 @@ class TokenProvider:
                         type(outcome.error).__name__,
                     )
         flight.finish(outcome)
+
+    def _deadlines(self, token: Token) -> Tuple[float, float]:
+        """A new token's deadlines: adapted to the recent attach-to-answer time, jittered."""
+        latency = max(self.observed_latency, self._window_peak)
+        return self.refresh_policy.deadlines(token, latency, self._rng.random())
 
     def _refresh_backoff(self) -> float:
         entry = self._entry
@@ -418,7 +475,7 @@ class TokenProvider:
 
     def _fetch_outside_flight(self) -> Flow:
         token = yield from acquisition_flow(self._context(refresh=False))
-        fresh_until, usable_until = self.refresh_policy.deadlines(token)
+        fresh_until, usable_until = self._deadlines(token)
         with self._lock:
             self._entry = (fresh_until, usable_until, token)
         return token

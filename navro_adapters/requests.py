@@ -142,6 +142,8 @@ class NavroAuth(AuthBase):
 
     def _handle_401(self, r: requests.Response, **kwargs: Any) -> requests.Response:
         """Response hook: after a 401 to our token, resend once with a new one."""
+        # requests times each send from before the pool to the answer: the margins adapt to it.
+        self.provider.observe_latency(r.elapsed.total_seconds())
         sent = r.request
         body = sent.body
         connection = getattr(r, "connection", None)  # the HTTPAdapter; None for other adapters

@@ -157,7 +157,19 @@ class RefreshPolicy:
     ``L * expiry_fraction``, each clamped to ``[min_*, max_*]`` and then to at most ``L / 2``,
     so every token is served for at least the first half of its life whatever the settings
     (no refresh storms), and the expiry margin never exceeds the refresh margin.
-    Defaults for a 300 s token: FRESH for 240 s, STALE for 45 s, EXPIRED for the last 15 s.
+    Defaults for a 300 s token: FRESH for 240 s, STALE for 45 s, EXPIRED for the last 15 s
+    (before the jitter below moves each refresh ahead up to 30 s earlier).
+
+    Two adjustments on top, both on by default:
+
+    * ``adapt_to_latency``: a token is only attached while it will outlive the time the API
+      has recently taken to answer after a token was attached (pool queues included: the
+      provider keeps a decaying maximum of what adapters observe). When that time exceeds
+      the expiry margin, both margins grow by the difference, never past ``L / 2``.
+    * ``refresh_jitter``: each token's refresh ahead starts up to ``refresh_jitter`` times
+      the refresh margin earlier, at random, so a fleet's processes that fetched in the same
+      second do not all refresh in the same second (0 turns it off; at most 1; never before
+      the first half of the token's life).
     """
 
     refresh_fraction: float = 0.2
@@ -166,6 +178,8 @@ class RefreshPolicy:
     max_refresh_margin: float = 600.0
     min_expiry_margin: float = 0.0
     max_expiry_margin: float = 30.0
+    refresh_jitter: float = 0.5
+    adapt_to_latency: bool = True
 
     def __post_init__(self) -> None:
         for name in (
@@ -175,15 +189,21 @@ class RefreshPolicy:
             "max_refresh_margin",
             "min_expiry_margin",
             "max_expiry_margin",
+            "refresh_jitter",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ConfigurationError(name, "must be a number")
             if not math.isfinite(value) or value < 0:
                 raise ConfigurationError(name, "must be a finite number >= 0")
+        if self.refresh_jitter > 1:
+            raise ConfigurationError("refresh_jitter", "must be at most 1 (the refresh margin)")
+        if not isinstance(self.adapt_to_latency, bool):
+            raise ConfigurationError("adapt_to_latency", "must be True or False")
 
-    def margins(self, lifetime: float) -> Tuple[float, float]:
-        """``(refresh_margin, expiry_margin)`` in seconds for a token of this lifetime."""
+    def margins(self, lifetime: float, latency: float = 0.0) -> Tuple[float, float]:
+        """``(refresh_margin, expiry_margin)`` in seconds for a token of this lifetime, when
+        API answers take up to ``latency`` seconds after a token is attached."""
         half = max(0.0, lifetime) / 2.0
         expiry = min(
             max(lifetime * self.expiry_fraction, self.min_expiry_margin), self.max_expiry_margin
@@ -194,11 +214,23 @@ class RefreshPolicy:
         )
         expiry = min(expiry, half)
         refresh = min(max(refresh, expiry), half)
+        if self.adapt_to_latency and latency > expiry:  # it must outlive the wait for an answer
+            grown = min(latency, half) - expiry
+            expiry += grown
+            refresh = min(refresh + grown, half)
         return refresh, expiry
 
-    def deadlines(self, token: Token) -> Tuple[float, float]:
-        """``(fresh_until, usable_until)`` on the token's monotonic clock."""
-        refresh, expiry = self.margins(token.expires_in)
+    def deadlines(
+        self, token: Token, latency: float = 0.0, jitter: float = 0.0
+    ) -> Tuple[float, float]:
+        """``(fresh_until, usable_until)`` on the token's monotonic clock. ``latency``: see
+        :meth:`margins`; ``jitter`` (0 to 1, drawn by the caller) moves the refresh ahead
+        earlier by that share of ``refresh_jitter`` times the refresh margin."""
+        refresh, expiry = self.margins(token.expires_in, latency)
+        # Earlier by the jitter, still never before the first half of the token's life.
+        refresh = min(
+            refresh * (1.0 + self.refresh_jitter * jitter), max(0.0, token.expires_in) / 2
+        )
         return token.expires_at - refresh, token.expires_at - expiry
 
     def state(self, token: Token, now: float) -> TokenState:

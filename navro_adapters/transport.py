@@ -55,6 +55,17 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return seen
 
 
+# httpx's and httpcore's timeouts (ReadTimeout, PoolTimeout...) and trio's TooSlowError share
+# no base class with the builtin one; their public class names say what they are.
+_TIMEOUT_NAMES = ("Timeout", "TimeoutError", "TooSlowError")
+
+
+def _is_timeout(error: BaseException) -> bool:
+    return isinstance(error, (socket.timeout, TimeoutError)) or type(error).__name__.endswith(
+        _TIMEOUT_NAMES
+    )
+
+
 def transport_failure(exc: BaseException, *, timed_out: bool = False) -> TransportError:
     """Our error for a token request that got no answer; the caller keeps ``exc`` as cause.
 
@@ -78,7 +89,7 @@ def transport_failure(exc: BaseException, *, timed_out: bool = False) -> Transpo
                 "endpoint refused the handshake; check the client certificate (cert=)",
                 retryable=False,
             )
-    if timed_out or any(isinstance(e, (socket.timeout, TimeoutError)) for e in _chain(exc)):
+    if timed_out or any(_is_timeout(error) for error in _chain(exc)):
         return TokenTimeoutError(f"token request timed out ({type(exc).__name__})")
     return TransportError(f"token request failed: {_describe(exc)}")
 
