@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import urllib.request
-from typing import Any, Dict, Iterable, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Optional, Tuple
 from urllib.parse import urlsplit
 
 try:
@@ -184,7 +184,7 @@ class _NavroAuthBase:
     def _in_scope(self, r: niquests.PreparedRequest) -> bool:
         return r.url is not None and r.headers is not None and self.rule.applies_to(r.url)
 
-    def _resend(self, r: niquests.Response) -> Optional[Any]:
+    def _resend(self, r: niquests.Response) -> Any:
         """The connection adapter to resend ``r``'s request on with a new token, or None."""
         sent = r.request
         if sent is None or sent.headers is None or r.status_code is None:
@@ -247,7 +247,8 @@ class NavroAuth(_NavroAuthBase, AuthBase):
 
     def __call__(self, r: niquests.PreparedRequest) -> niquests.PreparedRequest:
         if self._in_scope(r):
-            self.rule.set_headers(r.headers, self.provider.fresh_token() or self.rule.token())  # type: ignore[arg-type]
+            token = self.provider.fresh_token() or self.rule.token()
+            self.rule.set_headers(r.headers, token)  # type: ignore[arg-type]  # str or bytes keys
             r.hooks["response"].append(self._on_response)
         return r
 
@@ -256,9 +257,9 @@ class NavroAuth(_NavroAuthBase, AuthBase):
         connection = self._resend(r)
         if connection is None:
             return r
+        r.content  # noqa: B018 - read and release the 401 first: the token request may need a
+        r.close()  # connection from the same pool, and the resend can reuse this one
         retry = self._retry(r, self.rule.token(), self._on_response)
-        r.content  # noqa: B018 - read and release the 401 so the resend can reuse its connection
-        r.close()
         second: niquests.Response = connection.send(retry, **kwargs)
         second.history.append(r)
         second.request = retry
@@ -281,15 +282,16 @@ class AsyncNavroAuth(_NavroAuthBase, AsyncAuthBase):
         extra_origins: Iterable[str] = (),
         **provider_options: Any,
     ) -> None:
-        bound: Union[AsyncNiquestsTransport, Any]
-        bound = AsyncNiquestsTransport(session) if session is not None else UnboundTransport().asend
+        bound: AsyncTransport = (
+            AsyncNiquestsTransport(session) if session is not None else UnboundTransport().asend
+        )
         super().__init__(source, extra_origins, provider_options, async_transport=bound)
         self._on_response: Any = self._handle_401
 
     async def __call__(self, r: niquests.PreparedRequest) -> niquests.PreparedRequest:
         if self._in_scope(r):
             token = self.provider.fresh_token() or await self.rule.atoken()
-            self.rule.set_headers(r.headers, token)  # type: ignore[arg-type]
+            self.rule.set_headers(r.headers, token)  # type: ignore[arg-type]  # str or bytes keys
             r.hooks["response"].append(self._on_response)
         return r
 
@@ -298,13 +300,13 @@ class AsyncNavroAuth(_NavroAuthBase, AsyncAuthBase):
         connection = self._resend(r)
         if connection is None:
             return r
-        retry = self._retry(r, await self.rule.atoken(), self._on_response)
-        if isinstance(r, niquests.AsyncResponse):  # read and release the 401 first
+        if isinstance(r, niquests.AsyncResponse):  # read and release the 401 first (see above)
             await r.content
             await r.close()
         else:
             r.content  # noqa: B018
             r.close()
+        retry = self._retry(r, await self.rule.atoken(), self._on_response)
         second: niquests.Response = await connection.send(retry, **kwargs)
         second.history.append(r)
         second.request = retry
