@@ -1,8 +1,8 @@
 """navro-adapters: drop-in authentication for Navro's payouts API on every popular HTTP stack.
 
 The core (this package's top level) never imports an HTTP library. Adapters live in their own
-modules and import theirs: ``navro_adapters.requests``, ``navro_adapters.httpx``,
-``navro_adapters.aiohttp``, ``navro_adapters.authlib``.
+modules and import theirs: ``navro_adapters.requests``, ``navro_adapters.niquests``,
+``navro_adapters.httpx``, ``navro_adapters.aiohttp``, ``navro_adapters.authlib``.
 """
 
 from ._version import __version__

@@ -64,6 +64,30 @@ def _run_requests(source: Source, url: str, count: int) -> List[int]:
         return _threads(lambda: session.get(url, timeout=10).status_code, count)
 
 
+def _run_niquests(source: Source, url: str, count: int) -> List[int]:
+    import niquests
+
+    from .niquests import NavroAuth
+
+    with niquests.Session() as session:
+        session.auth = NavroAuth(source, session=session)
+        return _threads(lambda: int(session.get(url, timeout=10).status_code or 0), count)
+
+
+def _run_niquests_async(source: Source, url: str, count: int) -> List[int]:
+    import niquests
+
+    from .niquests import AsyncNavroAuth
+
+    async def main() -> List[int]:
+        async with niquests.AsyncSession() as session:
+            auth = AsyncNavroAuth(source, session=session)  # per request: typed as async there
+            calls = [session.get(url, auth=auth, timeout=10) for _ in range(count)]
+            return [int(r.status_code or 0) for r in await asyncio.gather(*calls)]
+
+    return asyncio.run(main())
+
+
 def _httpx_module() -> Any:
     """httpx, or its successor httpx2 when only that is installed (same API)."""
     try:
@@ -140,6 +164,8 @@ def _run_authlib_async(source: Source, url: str, count: int) -> List[int]:
 ADAPTERS: Sequence[Tuple[str, Tuple[str, ...], Runner]] = (
     ("core (urllib)", (), _run_core),
     ("requests", ("requests",), _run_requests),
+    ("niquests (sync)", ("niquests",), _run_niquests),
+    ("niquests (async)", ("niquests",), _run_niquests_async),
     ("httpx (sync)", ("httpx|httpx2",), _run_httpx),
     ("httpx (async)", ("httpx|httpx2",), _run_httpx_async),
     ("aiohttp", ("aiohttp",), _run_aiohttp),

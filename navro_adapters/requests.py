@@ -30,9 +30,10 @@ except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
         "navro_adapters.requests needs requests: pip install 'navro-adapters[requests]'"
     ) from exc
 
+from ._sessions import REPLAYABLE_BODIES, bind_session_hint, without_hook
 from .auth import AUTHORIZATION, AuthSource, RequestAuth, bearer_token_of
 from .credentials import Credentials
-from .errors import ConfigurationError, TransportError
+from .errors import ConfigurationError
 from .protocol import TokenRequest, TransportResponse
 from .provider import TokenProvider
 from .transport import transport_failure
@@ -40,8 +41,6 @@ from .transport import transport_failure
 __all__ = ["NavroAuth", "RequestsTransport"]
 
 _extract_cookies_to_jar: Callable[[Any, Any, Any], None] = extract_cookies_to_jar  # untyped
-# Bodies requests holds in memory and can send again; a generator or a file was consumed.
-_REPLAYABLE_BODIES = (bytes, bytearray, str)
 
 
 class RequestsTransport:
@@ -73,12 +72,7 @@ class RequestsTransport:
             if self.owns_session and (
                 not failure.retryable or isinstance(exc, requests.exceptions.ProxyError)
             ):
-                failure = TransportError(  # AuthBase cannot see your session: say so
-                    f"{failure.message}; token requests went through a private requests.Session:"
-                    " pass NavroAuth(credentials, session=your_session) to use its verify, cert"
-                    " and proxies",
-                    retryable=failure.retryable,
-                )
+                failure = bind_session_hint(failure, "a private requests.Session")
             raise failure from exc
         return TransportResponse.build(response.status_code, response.headers.items(), body)
 
@@ -150,7 +144,7 @@ class NavroAuth(AuthBase):
         resend = self.rule.resend_after(
             r.status_code,
             bearer_token_of(sent.headers.get(AUTHORIZATION)),
-            replayable=body is None or isinstance(body, _REPLAYABLE_BODIES),
+            replayable=body is None or isinstance(body, REPLAYABLE_BODIES),
         )
         if not resend or connection is None:
             return r
@@ -158,10 +152,7 @@ class NavroAuth(AuthBase):
         r.content  # noqa: B018 - read and release the 401 so the resend can reuse its connection
         r.close()
         retry = sent.copy()
-        retry.hooks = {  # the resent copy does not carry this hook: one resend, whatever happens
-            event: [hook for hook in hooks if hook is not self._on_response]
-            for event, hooks in sent.hooks.items()
-        }
+        retry.hooks = without_hook(sent.hooks, self._on_response)
         retry.headers[AUTHORIZATION] = token.authorization
         # Cookies set by the 401, as HTTPDigestAuth re-prepares them: requests has no public
         # accessor for a prepared request's jar (the one private name this package touches).

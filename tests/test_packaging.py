@@ -48,14 +48,16 @@ HTTP_CLIENT_MODULES = frozenset(
         "httpx",
         "httpx2",
         "multidict",
+        "niquests",
         "redis",
         "requests",
         "urllib3",
+        "urllib3_future",
         "yarl",
     }
 )
 #: The libraries an extra installs; the ``core`` tox environment must have none of them.
-EXTRA_LIBRARIES = ("aiohttp", "authlib", "httpx", "httpx2", "redis", "requests")
+EXTRA_LIBRARIES = ("aiohttp", "authlib", "httpx", "httpx2", "niquests", "redis", "requests")
 
 #: The sandbox's HTTP/1.1 framing library: its ``[sandbox]`` extra, not an HTTP client.
 SANDBOX_LIBRARY = "h11"
@@ -88,6 +90,7 @@ ADAPTERS = (
     Adapter("navro_adapters.requests", (("requests",),), ("requests",), "requests"),
     Adapter("navro_adapters.httpx", (("httpx", "httpx2"),), ("httpx", "httpx2"), "httpx"),
     Adapter("navro_adapters.aiohttp", (("aiohttp",),), ("aiohttp",), "aiohttp"),
+    Adapter("navro_adapters.niquests", (("niquests",),), ("niquests",), "niquests"),
     Adapter(
         "navro_adapters.authlib",
         (("authlib",), ("requests",), ("httpx",)),

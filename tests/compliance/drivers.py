@@ -65,9 +65,9 @@ class ClientOptions:
     """Client settings a driver configures *in code* on the HTTP client it builds.
 
     Pass them as ``driver.open(source, client=ClientOptions(...))``; each driver translates
-    them into its library's own form (requests: the ``Session``'s ``verify``/``cert``/
-    ``proxies``/``trust_env`` and ``NavroAuth(session=...)``; httpx, httpx2 and Authlib's httpx
-    clients: ``verify=<SSLContext>``, ``proxy=``, ``trust_env=``; aiohttp:
+    them into its library's own form (requests and niquests: the ``Session``'s ``verify``/
+    ``cert``/``proxies``/``trust_env`` and ``NavroAuth(session=...)``; httpx, httpx2 and
+    Authlib's httpx clients: ``verify=<SSLContext>``, ``proxy=``, ``trust_env=``; aiohttp:
     ``TCPConnector(ssl=<SSLContext>)`` and ``ClientSession(proxy=..., trust_env=...)``), never
     environment variables. ``None`` leaves a setting at the library's default (``trust_env``:
     on for requests and httpx, off for aiohttp). ``client_cert`` is ``(cert_file, key_file)``.
@@ -444,11 +444,13 @@ DRIVERS: Dict[str, str] = {
     "authlib-requests": "tests.compliance.driver_authlib:AuthlibRequestsDriver",
     "authlib-httpx": "tests.compliance.driver_authlib:AuthlibHttpxDriver",
     "authlib-async": "tests.compliance.driver_authlib:AuthlibAsyncDriver",
+    "niquests-sync": "tests.compliance.driver_niquests:NiquestsSyncDriver",
+    "niquests-async": "tests.compliance.driver_niquests:NiquestsAsyncDriver",
 }
 
 
 #: The HTTP libraries a flavour may need; only their absence lets a flavour be skipped.
-LIBRARIES = frozenset({"requests", "httpx", "httpx2", "aiohttp", "authlib", "trio"})
+LIBRARIES = frozenset({"requests", "httpx", "httpx2", "aiohttp", "authlib", "niquests", "trio"})
 _INSTALL_HINT = "pip install 'navro-adapters["
 
 
