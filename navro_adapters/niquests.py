@@ -186,6 +186,8 @@ class _NavroAuthBase:
 
     def _resend(self, r: niquests.Response) -> Any:
         """The connection adapter to resend ``r``'s request on with a new token, or None."""
+        # niquests times each send from before the pool to the answer: the margins adapt to it.
+        self.provider.observe_latency(r.elapsed.total_seconds())
         sent = r.request
         if sent is None or sent.headers is None or r.status_code is None:
             return None

@@ -122,3 +122,37 @@ def test_what_cannot_travel_fails_the_submit_with_the_typed_error(
         with pytest.raises(ConfigurationError, match="client=") as caught:
             future.result(timeout=RESULT_TIMEOUT)
     assert caught.value.field == "client"
+
+
+def test_a_niquests_session_carrying_its_auth_works_in_spawned_workers(
+    pool: ProcessPoolExecutor, sandbox: Sandbox
+) -> None:
+    niquests = pytest.importorskip("niquests")
+    from navro_adapters.niquests import NavroAuth as NiquestsAuth
+
+    session = niquests.Session()
+    session.auth = auth = NiquestsAuth(sandbox.credentials(), session=session)
+    assert session.get(ping(sandbox)).status_code == 200
+    assert auth.provider.token is not None
+    assert_each_worker_fetched_its_own_token(
+        pool, sandbox, workers.with_niquests_session, session, auth.provider.token.fingerprint
+    )
+
+
+def test_niquests_async_auth_works_in_spawned_workers(
+    pool: ProcessPoolExecutor, sandbox: Sandbox
+) -> None:
+    niquests = pytest.importorskip("niquests")
+    from navro_adapters.niquests import AsyncNavroAuth
+
+    auth = AsyncNavroAuth(sandbox.credentials())
+
+    async def parent_request() -> int:
+        async with niquests.AsyncSession() as session:
+            return int((await session.get(ping(sandbox), auth=auth)).status_code)
+
+    assert asyncio.run(parent_request()) == 200
+    assert auth.provider.token is not None
+    assert_each_worker_fetched_its_own_token(
+        pool, sandbox, workers.with_niquests_async_session, auth, auth.provider.token.fingerprint
+    )

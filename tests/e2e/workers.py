@@ -49,3 +49,22 @@ def with_aiohttp_session(middleware: NavroAuthMiddleware, url: str, calls: int) 
             return statuses
 
     return _report(asyncio.run(run()), middleware.provider)
+
+
+def with_niquests_session(session: object, url: str, calls: int) -> Report:
+    auth = getattr(session, "auth", None)
+    assert auth is not None and hasattr(auth, "provider")
+    statuses = [session.get(url).status_code for _ in range(calls)]  # type: ignore[attr-defined]
+    return _report(statuses, auth.provider)
+
+
+def with_niquests_async_session(auth: object, url: str, calls: int) -> Report:
+    import niquests  # only where the niquests tests run: it is an optional extra
+
+    async def run() -> List[int]:
+        async with niquests.AsyncSession() as session:
+            return [(await session.get(url, auth=auth)).status_code for _ in range(calls)]
+
+    provider = getattr(auth, "provider", None)
+    assert isinstance(provider, TokenProvider)
+    return _report(asyncio.run(run()), provider)
