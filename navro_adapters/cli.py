@@ -1,4 +1,4 @@
-"""The ``navro-adapters`` command: ``token``, ``sandbox`` and ``demo``.
+"""The ``navro-adapters`` command: ``token``, ``doctor``, ``sandbox`` and ``demo``.
 
 Every failure is one line on stderr and a non-zero exit status; no traceback, no secret.
 Exit statuses: 0 success, 1 authentication or network failure, 2 bad usage or configuration,
@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 import time
-from typing import NoReturn, Optional, Sequence
+from typing import Dict, NoReturn, Optional, Sequence
 
 from ._version import __version__
 from .credentials import Credentials
@@ -39,7 +40,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="log token fetches and retries to stderr"
     )
-    commands = parser.add_subparsers(dest="command", metavar="{token,sandbox,demo}")
+    commands = parser.add_subparsers(dest="command", metavar="{token,doctor,sandbox,demo}")
 
     token = commands.add_parser(
         "token",
@@ -48,18 +49,28 @@ def _build_parser() -> argparse.ArgumentParser:
         "flags override them. Prefer NAVRO_CLIENT_SECRET or --client-secret-file to "
         "--client-secret, which other users of the machine can see in the process list.",
     )
-    token.add_argument("--client-id")
-    token.add_argument("--client-secret")
-    token.add_argument(
-        "--client-secret-file",
-        help="read the secret from this file, as NAVRO_CLIENT_SECRET_FILE does (a mounted secret)",
-    )
-    token.add_argument("--company")
-    token.add_argument("--environment", choices=("sandbox", "production"))
-    token.add_argument("--base-url")
-    token.add_argument("--token-url")
+    _add_credential_options(token)
     token.add_argument("--timeout", type=float, default=None, help="total deadline in seconds")
     token.add_argument("--json", action="store_true", help="print the whole token response")
+
+    doctor = commands.add_parser(
+        "doctor",
+        help="check a configuration step by step: credentials, proxy, DNS, TCP, TLS, token",
+        description="Check each step a token request takes and say what to change when one "
+        "fails. Credentials as for 'token'. Exit status 0 when every check passes, 1 when one "
+        "fails. Never prints the secret or the token (only its fingerprint).",
+    )
+    _add_credential_options(doctor)
+    doctor.add_argument(
+        "--ca-file", help="trust only the CA certificates in this PEM file (as ca_file= does)"
+    )
+    doctor.add_argument(
+        "--api-url", help="also send one authenticated GET to this URL (on the API base)"
+    )
+    doctor.add_argument(
+        "--timeout", type=float, default=None, help="seconds for each network step (default 10)"
+    )
+    doctor.add_argument("--json", action="store_true", help="print the results as JSON")
 
     sandbox = commands.add_parser(
         "sandbox", help="run the embedded Navro sandbox until interrupted"
@@ -89,7 +100,21 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _credentials_from(args: argparse.Namespace) -> Credentials:
+def _add_credential_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--client-id")
+    command.add_argument("--client-secret")
+    command.add_argument(
+        "--client-secret-file",
+        help="read the secret from this file, as NAVRO_CLIENT_SECRET_FILE does (a mounted secret)",
+    )
+    command.add_argument("--company")
+    command.add_argument("--environment", choices=("sandbox", "production"))
+    command.add_argument("--base-url")
+    command.add_argument("--token-url")
+
+
+def _credential_environment(args: argparse.Namespace) -> Dict[str, str]:
+    """The ``NAVRO_*`` variables with the flags applied over them."""
     env = dict(os.environ)
     if args.client_secret and args.client_secret_file:
         raise ConfigurationError("--client-secret-file", "give it or --client-secret, not both")
@@ -106,7 +131,11 @@ def _credentials_from(args: argparse.Namespace) -> Credentials:
         "NAVRO_TOKEN_URL": args.token_url,
     }
     env.update({k: v for k, v in overrides.items() if v is not None})
-    credentials = Credentials.from_env(env)
+    return env
+
+
+def _credentials_from(args: argparse.Namespace) -> Credentials:
+    credentials = Credentials.from_env(_credential_environment(args))
     credentials.client_secret  # noqa: B018 - a secret file that cannot be read fails here, first
     return credentials
 
@@ -141,6 +170,32 @@ def _cmd_token(args: argparse.Namespace) -> int:
     else:
         print(token.access_token)
     return 0
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import (
+        DEFAULT_TIMEOUT,
+        DoctorOptions,
+        exit_status,
+        format_report,
+        report_json,
+        run_doctor,
+    )
+
+    if args.timeout is not None and not 0 < args.timeout < math.inf:
+        raise ConfigurationError("--timeout", "must be a number of seconds greater than 0")
+    options = DoctorOptions(
+        environ=_credential_environment(args),  # a flag conflict is bad usage: raised here
+        ca_file=args.ca_file,
+        api_url=args.api_url,
+        timeout=DEFAULT_TIMEOUT if args.timeout is None else args.timeout,
+    )
+    results = run_doctor(options)
+    if args.json:
+        print(json.dumps(report_json(results), indent=2))
+    else:
+        print(format_report(results))
+    return exit_status(results)
 
 
 class _MissingExtra(Exception):
@@ -230,7 +285,12 @@ def _check_sandbox_extra(exc: ImportError) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(list(argv) if argv is not None else None)
-    handlers = {"token": _cmd_token, "sandbox": _cmd_sandbox, "demo": _cmd_demo}
+    handlers = {
+        "token": _cmd_token,
+        "doctor": _cmd_doctor,
+        "sandbox": _cmd_sandbox,
+        "demo": _cmd_demo,
+    }
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
