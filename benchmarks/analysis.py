@@ -6,6 +6,10 @@ the earliest start among the requests that carried it (the first value, the warm
 not a rotation). A request is *in a rotation window* when its lifetime overlaps
 ``[rotation - window, rotation + window]``. The baseline of a stack is looked at through the
 same windows (same offsets), so both are compared over the same stretch of load.
+
+Asyncio stacks also carry the event-loop ticker's ticks ``[due offset, lag]``: a tick is in a
+window when ``[due, due + lag]`` overlaps it, and the worst lag is reported in the windows,
+outside them and over the whole phase (the baseline's through our windows too).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence
 __all__ = [
     "analyse_contention",
     "ideal_token_requests",
+    "loop_lag",
     "percentile",
     "rotations_of",
     "window_split",
@@ -66,6 +71,24 @@ def window_split(
         else:
             outside.append(latency)
     return {"inside": inside, "outside": outside}
+
+
+def loop_lag(
+    ticks: Sequence[Sequence[float]], rotations: Sequence[float], window: float
+) -> Dict[str, Optional[float]]:
+    """The ticker's worst lag (ms) in the rotation windows, outside them and over the phase."""
+    inside = [0.0]
+    outside = [0.0]
+    for due, lag in ticks:
+        index = bisect.bisect_left(rotations, due - window)
+        hit = index < len(rotations) and rotations[index] <= due + lag + window
+        (inside if hit else outside).append(lag)
+    return {
+        "in_windows_max_ms": _ms(max(inside)) if rotations else None,
+        "outside_windows_max_ms": _ms(max(outside)),
+        "phase_max_ms": _ms(max(inside + outside)),
+        "ticks": float(len(ticks)),
+    }
 
 
 def ideal_token_requests(duration: float, ttl: float, warm_token_age: float) -> int:
@@ -155,7 +178,13 @@ def analyse_contention(
     for name in ("loop_stall_max_ms", "loop_stalls_over_50ms", "stuck_callers"):
         if name in raw:
             result[name] = raw[name]
+    if "ticks" in raw:
+        result["loop_lag"] = loop_lag(raw["ticks"], rotations, window)
     if baseline_raw is not None and rotations:
         same = window_split(baseline_raw["records"], rotations, window)
         result["baseline_in_same_windows"] = _latency_figures(same["inside"])
+        if "ticks" in baseline_raw:
+            result["baseline_loop_lag_same_windows"] = loop_lag(
+                baseline_raw["ticks"], rotations, window
+            )
     return result

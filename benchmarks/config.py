@@ -43,6 +43,11 @@ class BenchConfig:
     network_requests: int = 100  # sequential requests per round
     request_timeout: float = 30.0  # per API request
     worker_timeout: float = 240.0  # per stack process
+    rounds: int = 3  # every stack runs once per round; figures are medians over the rounds
+    fleet_processes: int = 4  # the fleet at scale: processes ...
+    fleet_tasks: int = 250  # ... x asyncio tasks, each a worker with its own TokenProvider
+    fleet_ttl: float = 3.0  # token lifetime in the fleet
+    fleet_lifetimes: float = 3.0  # how many lifetimes each fleet runs
     quick: bool = False
 
     @classmethod
@@ -64,6 +69,10 @@ class BenchConfig:
             network_rounds=2,
             network_requests=5,
             worker_timeout=60.0,
+            rounds=1,
+            fleet_processes=2,
+            fleet_tasks=50,
+            fleet_ttl=1.0,
             quick=True,
         )
 

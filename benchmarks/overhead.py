@@ -1,8 +1,9 @@
-"""Per-request overhead of an auth layer with a warm token, against a fixed-header hook.
+"""Per-request overhead of an auth layer with a warm token, against a same-job hook.
 
 In process (no network): the auth hook as the HTTP library invokes it, ``number`` times in a
-loop, ``repeats`` loops, the stack's hook and the hand-written one (:mod:`benchmarks.hooks`)
-alternating so drift on a busy machine hits both alike; ns/call is the median of the loops.
+loop, ``repeats`` loops, the stack's hook and the hand-written same-job one
+(:mod:`benchmarks.hooks`: origin check, both headers, a 401 check) alternating so drift on a
+busy machine hits both alike; ns/call is the median of the loops.
 
 * requests: ``auth(prepared_request)``;
 * httpx: one step of ``sync_auth_flow`` (``next(flow)``), or of ``async_auth_flow``;
@@ -19,9 +20,17 @@ import gc
 import statistics
 import time
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
+from urllib.parse import urlsplit
 
 from .config import BenchConfig
-from .hooks import fixed_aiohttp_middleware, fixed_httpx_auth, fixed_requests_auth
+from .hooks import (
+    fixed_aiohttp_middleware,
+    fixed_httpx_auth,
+    fixed_requests_auth,
+    same_job_aiohttp_middleware,
+    same_job_httpx_auth,
+    same_job_requests_auth,
+)
 from .stacks import AiohttpDriver, AsyncHttpxDriver, HttpxDriver, RequestsDriver
 
 __all__ = ["hook_cost_async", "hook_cost_sync", "network_rounds_async", "network_rounds_sync"]
@@ -87,10 +96,15 @@ def _summary(samples: Dict[str, List[float]], hook: str) -> Dict[str, Any]:
     return {
         "hook": hook,
         "stack_ns": medians["stack"],
-        "fixed_ns": medians["fixed"],
-        "extra_ns": medians["stack"] - medians["fixed"],
+        "same_job_ns": medians["same_job"],
+        "extra_ns": medians["stack"] - medians["same_job"],
         "samples_ns": samples,
     }
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def hook_cost_sync(driver: Any, fixed_authorization: str, config: BenchConfig) -> Dict[str, Any]:
@@ -103,10 +117,10 @@ def hook_cost_sync(driver: Any, fixed_authorization: str, config: BenchConfig) -
         if auth is None:
             raise LookupError("the session has no auth hook to time")
         prepared = requests.Request("GET", driver.url).prepare()
-        fixed = fixed_requests_auth(fixed_authorization)
+        same_job = same_job_requests_auth(fixed_authorization, _origin(driver.url))
         loops = {
             "stack": _timed_sync(lambda: auth(prepared)),
-            "fixed": _timed_sync(lambda: fixed(prepared)),
+            "same_job": _timed_sync(lambda: same_job(prepared)),
         }
 
         def between() -> None:  # a hook registered per call would otherwise pile up
@@ -118,10 +132,10 @@ def hook_cost_sync(driver: Any, fixed_authorization: str, config: BenchConfig) -
         module = _module_of(client)
         request = client.build_request("GET", driver.url)
         stack_auth = client.auth
-        fixed_auth = fixed_httpx_auth(fixed_authorization, module)
+        same_job = same_job_httpx_auth(fixed_authorization, _origin(driver.url), module)
         loops = {
             "stack": _timed_sync(lambda: next(stack_auth.sync_auth_flow(request))),
-            "fixed": _timed_sync(lambda: next(fixed_auth.sync_auth_flow(request))),
+            "same_job": _timed_sync(lambda: next(same_job.sync_auth_flow(request))),
         }
         return _summary(_alternate(loops, config, _nothing), "next(auth.sync_auth_flow(request))")
     raise TypeError(f"no hook timing for {type(driver).__name__}")
@@ -136,7 +150,7 @@ async def hook_cost_async(
         module = _module_of(client)
         request = client.build_request("GET", driver.url)
         stack_auth = client.auth
-        fixed_auth = fixed_httpx_auth(fixed_authorization, module)
+        same_job = same_job_httpx_auth(fixed_authorization, _origin(driver.url), module)
 
         def flow_loop(auth: Any) -> AsyncLoop:
             async def run(number: int) -> float:
@@ -147,7 +161,7 @@ async def hook_cost_async(
 
             return run
 
-        loops = {"stack": flow_loop(stack_auth), "fixed": flow_loop(fixed_auth)}
+        loops = {"stack": flow_loop(stack_auth), "same_job": flow_loop(same_job)}
         samples = await _alternate_async(loops, config, _nothing)
         return _summary(samples, "await auth.async_auth_flow(request).__anext__()")
     if isinstance(driver, AiohttpDriver):
@@ -171,10 +185,8 @@ async def hook_cost_async(
 
             return run
 
-        loops = {
-            "stack": middleware_loop(driver.middleware),
-            "fixed": middleware_loop(fixed_aiohttp_middleware(fixed_authorization)),
-        }
+        same_job = same_job_aiohttp_middleware(fixed_authorization, _origin(driver.url))
+        loops = {"stack": middleware_loop(driver.middleware), "same_job": middleware_loop(same_job)}
         samples = await _alternate_async(loops, config, _nothing)
         return _summary(samples, "await middleware(request, stub_handler)")
     raise TypeError(f"no hook timing for {type(driver).__name__}")

@@ -1,4 +1,8 @@
-"""Render a run: markdown tables (full report and the README section) and the latency plot."""
+"""Render a run: markdown tables (the full report and the README section).
+
+Figures combined over rounds (:mod:`benchmarks.rounds`) show as ``median (min-max)``; a run
+of one round, or an older results file of plain numbers, shows the number alone.
+"""
 
 from __future__ import annotations
 
@@ -6,32 +10,54 @@ import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from .rounds import is_figure
+
 __all__ = [
     "README_BEGIN",
-    "attach_causes",
     "README_END",
-    "plot_latency",
+    "attach_causes",
     "readme_section",
     "render_markdown",
+    "section_of",
+    "state_of",
     "update_readme",
 ]
 
 NONE = "-"  # a cell with no figure
 README_BEGIN = "<!-- bench-table -->"
 README_END = "<!-- /bench-table -->"
-MAX_ROTATION_LINES = 40  # beyond this a subplot says "rotating continuously" instead
 
 
-def _num(value: Optional[float], digits: int = 1) -> str:
-    return NONE if value is None else f"{value:,.{digits}f}"
+def _one(value: float, digits: int, signed: bool) -> str:
+    return f"{value:+,.{digits}f}" if signed else f"{value:,.{digits}f}"
 
 
-def _section(stack: Dict[str, Any], name: str) -> Optional[Dict[str, Any]]:
+def _num(value: Any, digits: int = 1, signed: bool = False) -> str:
+    """A number, or a figure as ``median (min-max)`` when it spans several rounds."""
+    if value is None:
+        return NONE
+    if is_figure(value):
+        text = _one(value["median"], digits, signed)
+        if value["rounds"] > 1:
+            low, high = _one(value["min"], digits, signed), _one(value["max"], digits, signed)
+            text += f" ({low}-{high})"
+        return text
+    return _one(float(value), digits, signed)
+
+
+def _worst(value: Any) -> float:
+    """The largest value a figure took over the rounds (a plain number is itself)."""
+    if is_figure(value):
+        return float(value["max"])
+    return 0.0 if value is None else float(value)
+
+
+def section_of(stack: Dict[str, Any], name: str) -> Optional[Dict[str, Any]]:
     section = stack.get("scenarios", {}).get(name)
     return section if isinstance(section, dict) else None
 
 
-def _state(section: Optional[Dict[str, Any]]) -> Optional[str]:
+def state_of(section: Optional[Dict[str, Any]]) -> Optional[str]:
     """``None`` when the section has figures, else a short reason to show instead."""
     if section is None:
         return NONE
@@ -43,58 +69,79 @@ def _state(section: Optional[Dict[str, Any]]) -> Optional[str]:
     return "error: " + str(section.get("error", ""))[:60]
 
 
+def _counts(counts: Dict[str, Any]) -> str:
+    return ", ".join(f"{_num(n, 0)}x {name}" for name, n in counts.items())
+
+
 def _cold_cell(stack: Dict[str, Any]) -> str:
-    section = _section(stack, "cold")
-    state = _state(section)
+    section = section_of(stack, "cold")
+    state = state_of(section)
     if state is not None or section is None:
         return state or NONE
-    text = f"{section['token_requests']} ({section['seconds_to_last_answer']:.2f} s)"
-    if section["failed"]:
-        errors = ", ".join(f"{n}x {e}" for e, n in section["errors"].items()) or "non-200"
-        text += f"; **{section['failed']}/{section['callers']} failed** ({errors})"
+    text = f"{_num(section['token_requests'], 0)} ({_num(section['seconds_to_last_answer'], 2)} s)"
+    if _worst(section["failed"]):
+        errors = _counts(section["errors"]) or "non-200"
+        text += (
+            f"; **{_num(section['failed'], 0)}/{_num(section['callers'], 0)} failed** ({errors})"
+        )
     return text
 
 
 def _storm_cell(stack: Dict[str, Any]) -> str:
-    section = _section(stack, "storm")
-    state = _state(section)
+    section = section_of(stack, "storm")
+    state = state_of(section)
     if state is not None or section is None:
         return state or NONE
-    text = f"{section['token_requests']} / {section['failed']}"
-    if section["failed"]:
+    text = f"{_num(section['token_requests'], 0)} / {_num(section['failed'], 0)}"
+    if _worst(section["failed"]):
         reasons = dict(section["errors"])
         for status, count in section["statuses"].items():
             if status not in ("200", "0"):
                 reasons[f"HTTP {status}"] = count
-        text += " (" + ", ".join(f"{n}x {r}" for r, n in reasons.items()) + ")"
+        text += f" ({_counts(reasons)})"
     return text
 
 
+def _pair(figures: Optional[Dict[str, Any]]) -> str:
+    if not figures:
+        return NONE
+    return f"{_num(figures.get('p99_ms'))} / {_num(figures.get('max_ms'))}"
+
+
+def _lag_cells(section: Dict[str, Any]) -> List[str]:
+    lag = section.get("loop_lag")
+    if not lag:
+        return [NONE, NONE]
+    around = _num(lag.get("in_windows_max_ms"), 2)
+    same = section.get("baseline_loop_lag_same_windows")
+    if same:
+        around += f" ({_num(same.get('in_windows_max_ms'), 2)})"
+    return [around, _num(lag.get("phase_max_ms"), 2)]
+
+
 def _contention_cells(stack: Dict[str, Any]) -> List[str]:
-    section = _section(stack, "contention")
-    state = _state(section)
+    section = section_of(stack, "contention")
+    state = state_of(section)
     if state is not None or section is None:
-        return [state or NONE] + [NONE] * 6
+        return [state or NONE] + [NONE] * 8
     ideal = section.get("ideal_token_requests")
-    tokens = f"{section['token_requests']}" + ("" if ideal is None else f" ({ideal})")
+    tokens = _num(section["token_requests"], 0) + ("" if ideal is None else f" ({_num(ideal, 0)})")
     latency = section["latency"]
-    windows = section["in_windows"]
-    same = section.get("baseline_in_same_windows")
-    if section["rotations"]:
-        rotation = f"{_num(windows['p99_ms'])} / {_num(windows['max_ms'])}"
+    if _worst(section["rotations"]):
+        rotation = _pair(section["in_windows"])
+        same = section.get("baseline_in_same_windows")
         if same:
-            rotation += f" ({_num(same['p99_ms'])} / {_num(same['max_ms'])})"
+            rotation += f" ({_pair(same)})"
     else:
         rotation = "no rotation"
-    stall = section.get("loop_stall_max_ms")
     return [
         tokens,
-        str(section["callers_401"]),
-        str(section["other_errors"]),
-        f"{section['requests_completed']:,}",
+        _num(section["callers_401"], 0),
+        _num(section["other_errors"], 0),
+        _num(section["requests_completed"], 0),
         f"{_num(latency['p50_ms'])} / {_num(latency['p99_ms'])} / {_num(latency['max_ms'])}",
         rotation,
-        NONE if stall is None else _num(stall),
+        *_lag_cells(section),
     ]
 
 
@@ -114,9 +161,10 @@ def main_table(stacks: Sequence[Dict[str, Any]], config: Dict[str, Any]) -> List
         "401s at callers",
         "other errors",
         "requests done",
-        "latency p50 / p99 / max ms",
-        "around rotations p99 / max ms (baseline, same windows)",
-        "loop stall max ms",
+        "latency, whole phase: p50 / p99 / max ms",
+        "around rotations: p99 / max ms (baseline, same windows)",
+        "loop lag max ms around rotations (baseline, same windows)",
+        "loop lag max ms, whole phase",
         f"revocation storm ({config['storm_requests']} in flight): token requests / failed",
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -136,15 +184,15 @@ def main_table(stacks: Sequence[Dict[str, Any]], config: Dict[str, Any]) -> List
 
 def overhead_table(stacks: Sequence[Dict[str, Any]]) -> List[str]:
     lines = [
-        "| stack | hook timed | stack ns/call | fixed-header ns/call | extra ns | "
+        "| stack | hook timed | ours ns/call | same-job hook ns/call | difference ns | "
         "network µs/request: stack / fixed header (extra) |",
         "|---|---|---|---|---|---|",
     ]
     for stack in stacks:
-        section = _section(stack, "overhead")
+        section = section_of(stack, "overhead")
         if stack["status"] != "ok" or section is None or section.get("status") == "n/a":
             continue
-        state = _state(section)
+        state = state_of(section)
         if state is not None:
             lines.append(f"| {stack['label']} | {state} | - | - | - | - |")
             continue
@@ -154,15 +202,15 @@ def overhead_table(stacks: Sequence[Dict[str, Any]]) -> List[str]:
             [
                 f"`{hook['hook']}`",
                 _num(hook["stack_ns"], 0),
-                _num(hook["fixed_ns"], 0),
-                f"{hook['extra_ns']:+,.0f}",
+                _num(hook.get("same_job_ns", hook.get("fixed_ns")), 0),
+                _num(hook["extra_ns"], 0, signed=True),
             ]
             if hook
             else ["not timed (no public hook to call alone)", NONE, NONE, NONE]
         )
         net_cell = (
             f"{_num(network['stack_us'], 0)} / {_num(network['fixed_us'], 0)} "
-            f"({network['extra_us']:+,.0f})"
+            f"({_num(network['extra_us'], 0, signed=True)})"
             if network
             else NONE
         )
@@ -199,23 +247,52 @@ def attach_causes(targets: List[Dict[str, str]], causes: Dict[str, str]) -> None
                 break
 
 
+def _fleet_row(name: str, run: Dict[str, Any]) -> str:
+    if run.get("status") != "ok":
+        return f"| {name} | {run.get('status')}: {run.get('error', '')} |" + " - |" * 6
+    spread = run.get("refresh_spread") or {}
+    return (
+        f"| {name} | {run['processes']} x {run['tasks_per_process']} = {run['workers']} | "
+        f"{run['ttl']:g} s x {run['duration'] / run['ttl']:g} | {run['token_requests']} | "
+        f"{_num(run.get('token_requests_per_lifetime'), 2)} | "
+        f"{_num(run.get('redis_commands_per_worker_lifetime'), 2)} | "
+        f"{_num(run.get('store_call_p99_ms'), 2)} | "
+        f"{_num(spread.get('range_s'), 2)} / {_num(spread.get('stdev_s'), 3)} / "
+        f"{_num(spread.get('busiest_second'), 0)} |"
+    )
+
+
 def fleet_table(fleet: Dict[str, Any]) -> List[str]:
-    if fleet.get("status") != "ok":
-        return [f"Fleet: {fleet.get('status')} ({fleet.get('detail', '')})."]
+    """The fleets at scale (:mod:`benchmarks.fleet_runs`), plus the thread fleet if it ran."""
     lines = [
-        "| fleet store | processes x threads | token requests | per token lifetime | 401s | "
-        "errors | ping p50 / p99 ms |",
-        "|---|---|---|---|---|---|---|",
+        "| fleet | processes x tasks | TTL x lifetimes | token requests | per lifetime "
+        "(target 1 with a store) | Redis commands per worker per lifetime, steady (target "
+        "<= 3) | store call p99 ms | refresh spread per generation: range s / stdev s / "
+        "busiest second |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for run in fleet["runs"]:
-        if "error" in run:
-            lines.append(f"| {run['store']} | error: {run['error']} | - | - | - | - | - |")
-            continue
-        lines.append(
-            f"| {run['store']} | {run['processes']} x {run['threads']} | {run['token_requests']} "
-            f"| {_num(run['token_requests_per_lifetime'], 2)} | {run['api_401s']} | "
-            f"{run['errors']} | {_num(run['ping_p50_ms'])} / {_num(run['ping_p99_ms'])} |"
-        )
+    if "redis" in fleet:
+        lines.append(_fleet_row("RedisStore, shared", fleet["redis"]))
+    for key, name in (("without", "no store, refresh_jitter=0.0"), ("with", "no store, default")):
+        run = (fleet.get("jitter") or {}).get(key)
+        if run is not None:
+            lines.append(_fleet_row(name, run))
+    threads = fleet.get("threads")
+    if threads:
+        lines += ["", "Thread fleet (benchmarks/fleet.py):", ""]
+        lines += [
+            "| store | processes x threads | token requests | per lifetime | 401s | errors |",
+            "|---|---|---|---|---|---|",
+        ]
+        for run in threads["runs"]:
+            if "error" in run:
+                lines.append(f"| {run['store']} | error: {run['error']} | - | - | - | - |")
+                continue
+            lines.append(
+                f"| {run['store']} | {run['processes']} x {run['threads']} | "
+                f"{run['token_requests']} | {_num(run['token_requests_per_lifetime'], 2)} | "
+                f"{run['api_401s']} | {run['errors']} |"
+            )
     return lines
 
 
@@ -231,7 +308,8 @@ def conditions_line(meta: Dict[str, Any], config: Dict[str, Any]) -> str:
         f"Run {meta['started_utc']} on {meta['cpu_count']} CPU cores ({meta['platform']}), "
         f"Python {meta['python']}, {load_text}; token endpoint latency "
         f"{config['token_latency'] * 1000:g} ms; {'quick' if config['quick'] else 'full'} run "
-        f"(`python -m benchmarks{' --quick' if config['quick'] else ''}`)."
+        f"(`python -m benchmarks{' --quick' if config['quick'] else ''}`), "
+        f"{config.get('rounds', 1)} round(s): each figure is `median (min-max)` over them."
     )
     if meta.get("note"):
         text += f" {meta['note']}"
@@ -248,17 +326,21 @@ def readme_section(document: Dict[str, Any]) -> str:
         "",
         conditions_line(meta, config),
         "Every stack ran in its own process against its own sandbox server (another process), "
-        'one after the other. "Ideal" is the fewest token requests that keep a valid token '
-        "through the run; rotation windows are "
+        'one after the other, once per round. "Ideal" is the fewest token requests that keep a '
+        "valid token through the run; rotation windows are "
         f"±{config['rotation_window'] * 1000:g} ms around the first use of each new token; "
-        "the baselines send a fixed, valid token (no auth layer).",
+        "the baselines send a fixed, valid token (no auth layer). Loop lag: the worst delay of "
+        f"a ticker task sleeping {config['ticker_interval'] * 1000:g} ms on the event loop. "
+        "Targets are judged on the medians; zero 401s at callers in every round.",
         "",
         *main_table(document["stacks"], config),
         "",
-        "Per-request overhead with a warm token (in process, median of "
-        f"{config['overhead_repeats']} x {config['overhead_number']:,} calls; network: "
-        f"{config['network_rounds']} alternating rounds of {config['network_requests']} "
-        "sequential requests on one client):",
+        "Per-request overhead with a warm token, in process against a hand-written same-job "
+        "hook (public API only: origin check, `Authorization` and `X-API-Version`, a 401 "
+        f"check), median of {config['overhead_repeats']} x {config['overhead_number']:,} calls; "
+        f"network: {config['network_rounds']} alternating rounds of "
+        f"{config['network_requests']} sequential requests on one client against a "
+        "fixed-header hook:",
         "",
         *overhead_table(document["stacks"]),
         "",
@@ -270,14 +352,22 @@ def readme_section(document: Dict[str, Any]) -> str:
 
 
 def render_markdown(document: Dict[str, Any]) -> str:
-    """The full report: the README section plus peers' notes and the fleet."""
+    """The full report: the README section plus peers' notes and the fleets."""
     lines = [readme_section(document)]
     notes = document.get("notes") or []
     if notes:
         lines += ["### Notes", ""] + [f"- {note}" for note in notes] + [""]
     fleet = document.get("fleet")
     if fleet:
-        lines += ["### Fleet (benchmarks/fleet.py)", "", *fleet_table(fleet), ""]
+        lines += [
+            "### Fleet at scale (benchmarks/fleet_tasks.py)",
+            "",
+            "Each worker is an asyncio task with its own TokenProvider calling `aget_token()`; "
+            "refresh spread counts refreshes after the cold start (`fleet-jitter.png`).",
+            "",
+            *fleet_table(fleet),
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -290,75 +380,3 @@ def update_readme(readme: Path, section: str) -> bool:
     replacement = f"{README_BEGIN}\n{section}{README_END}"
     readme.write_text(pattern.sub(lambda _: replacement, text, count=1), encoding="utf-8")
     return True
-
-
-def plot_latency(document: Dict[str, Any], path: Path) -> None:
-    """Latency over time during expiry contention, one panel per stack, rotations marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = [
-        stack
-        for stack in document["stacks"]
-        if stack["status"] == "ok" and _state(_section(stack, "contention")) is None
-    ]
-    columns = 3
-    rows = max(1, -(-len(panels) // columns))
-    figure, axes = plt.subplots(
-        rows, columns, figsize=(5.2 * columns, 2.6 * rows), sharex=True, squeeze=False
-    )
-    colours = {"ours": "tab:green", "baseline": "tab:gray", "peer": "tab:red"}
-    for index, stack in enumerate(panels):
-        axis = axes[index // columns][index % columns]
-        section = _section(stack, "contention")
-        assert section is not None
-        bins = section["bins"]
-        width = bins["width_s"]
-        times = [(i + 0.5) * width for i in range(len(bins["max_ms"]))]
-        colour = colours.get(stack["role"], "tab:blue")
-        axis.plot(times, _gaps(bins["max_ms"]), color=colour, linewidth=1.0, label="max")
-        axis.plot(
-            times, _gaps(bins["p50_ms"]), color=colour, linewidth=1.0, linestyle=":", label="p50"
-        )
-        rotations = section["rotation_offsets_s"]
-        if len(rotations) <= MAX_ROTATION_LINES:
-            for offset in rotations:
-                axis.axvline(offset, color="tab:blue", linewidth=0.8, linestyle="--", alpha=0.7)
-        else:
-            axis.text(
-                0.02,
-                0.85,
-                f"{section['rotations']} token rotations",
-                transform=axis.transAxes,
-                fontsize=7,
-                color="tab:blue",
-            )
-        unauthorized = sum(bins["callers_401"])
-        title = f"{stack['label']} - {section['token_requests']} token req."
-        if unauthorized:
-            title += f", {unauthorized} x 401"
-        axis.set_title(title, fontsize=8)
-        axis.set_yscale("log")
-        axis.tick_params(labelsize=7)
-        axis.grid(True, which="major", alpha=0.3)
-        if index % columns == 0:
-            axis.set_ylabel("latency ms", fontsize=7)
-    for index in range(len(panels), rows * columns):
-        axes[index // columns][index % columns].axis("off")
-    for axis in axes[-1]:
-        axis.set_xlabel("seconds into the load", fontsize=7)
-    config = document["config"]
-    figure.suptitle(
-        f"Latency during expiry contention (TTL {config['contention_ttl']:g} s; solid: max, "
-        "dotted: p50 per bin; dashed blue: first use of a new token)",
-        fontsize=9,
-    )
-    figure.tight_layout(rect=(0, 0, 1, 0.97))
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-
-
-def _gaps(values: Sequence[Optional[float]]) -> List[float]:
-    return [float("nan") if value is None else value for value in values]

@@ -1,13 +1,16 @@
 """Smoke test of the benchmark harness: ``python -m benchmarks --quick`` into a temporary dir.
 
 It checks that the harness works (every file written, the JSON's shape, every stack reported
-with a status, one progress line per stack), never how fast anything was: timings on a shared
-CI host say nothing, and the targets are printed by the benchmark, not asserted here.
+with a status, one progress line per stack, rounds combined into median/min/max figures, the
+loop-lag and same-job overhead columns, the fleet at scale when redis-server is installed),
+never how fast anything was: timings on a shared CI host say nothing, and the targets are
+printed by the benchmark, not asserted here.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,11 +18,12 @@ from typing import Any, Dict
 
 import pytest
 
+from benchmarks.rounds import is_figure
 from benchmarks.stacks import STACKS
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_TIMEOUT = 280  # seconds: the quick run takes under a minute on an idle 2-core host
-OUTPUTS = ("results.json", "results.md", "README-table.md", "latency.png")
+OUTPUTS = ("results.json", "results.md", "README-table.md", "latency.png", "fleet-jitter.png")
 SCENARIOS = ("overhead", "cold", "contention", "storm")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -81,3 +85,86 @@ def test_targets_and_progress_lines(quick_run: Dict[str, Any]) -> None:
         assert target["measured"]
     progress = [line for line in quick_run["stdout"].splitlines() if line.startswith("[")]
     assert len(progress) == len(STACKS)
+
+
+def _document(quick_run: Dict[str, Any]) -> Dict[str, Any]:
+    document: Dict[str, Any] = json.loads(
+        (quick_run["dir"] / "results.json").read_text(encoding="utf-8")
+    )
+    return document
+
+
+def test_each_round_is_kept_and_figures_are_medians_with_min_and_max(
+    quick_run: Dict[str, Any],
+) -> None:
+    document = _document(quick_run)
+    assert document["rounds"] == 1 == len(document["round_stacks"])
+    assert document["plotted_round"] == 1
+    raw = {stack["key"]: stack for stack in document["round_stacks"][0]}
+    for stack in document["stacks"]:
+        if stack["status"] != "ok":
+            continue
+        contention = stack["scenarios"]["contention"]
+        if contention["status"] != "ok":
+            continue
+        figure = contention["callers_401"]
+        assert is_figure(figure), stack["key"]
+        measured = raw[stack["key"]]["scenarios"]["contention"]["callers_401"]
+        assert figure["median"] == figure["min"] == figure["max"] == measured
+        assert figure["rounds"] == 1
+
+
+def test_async_stacks_report_loop_lag_around_rotations(quick_run: Dict[str, Any]) -> None:
+    document = _document(quick_run)
+    table = (quick_run["dir"] / "README-table.md").read_text(encoding="utf-8")
+    assert "loop lag max ms around rotations (baseline, same windows)" in table
+    assert "loop lag max ms, whole phase" in table
+    for stack in document["round_stacks"][0]:
+        if stack["status"] != "ok" or stack["kind"] != "tasks":
+            continue
+        contention = stack["scenarios"]["contention"]
+        if contention["status"] != "ok":
+            continue
+        assert contention["loop_lag"]["phase_max_ms"] is not None, stack["key"]
+        if stack["role"] == "ours" and contention["rotations"]:
+            assert contention["loop_lag"]["in_windows_max_ms"] is not None
+            assert "in_windows_max_ms" in contention["baseline_loop_lag_same_windows"]
+    lag_targets = [t for t in document["targets"] if "loop lag" in t["target"]]
+    assert lag_targets, "every async stack of ours is judged on its loop lag"
+
+
+def test_overhead_is_measured_against_a_same_job_hook(quick_run: Dict[str, Any]) -> None:
+    document = _document(quick_run)
+    table = (quick_run["dir"] / "README-table.md").read_text(encoding="utf-8")
+    assert "same-job hook ns/call" in table
+    timed = 0
+    for stack in document["round_stacks"][0]:
+        overhead = stack.get("scenarios", {}).get("overhead", {})
+        if stack["role"] != "ours" or overhead.get("status") != "ok" or "hook" not in overhead:
+            continue
+        hook = overhead["hook"]
+        assert hook["extra_ns"] == pytest.approx(hook["stack_ns"] - hook["same_job_ns"])
+        assert f"| {stack['label']} | `{hook['hook']}` |" in table
+        timed += 1
+    assert timed >= 3, "requests, httpx and aiohttp hooks are timed"
+    assert any("same-job hook" in t["target"] for t in document["targets"])
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
+def test_the_fleet_at_scale_is_reported(quick_run: Dict[str, Any]) -> None:
+    document = _document(quick_run)
+    fleet = document["fleet"]
+    redis = fleet["redis"]
+    assert redis["status"] == "ok", redis
+    assert (
+        redis["workers"]
+        == document["config"]["fleet_processes"] * (document["config"]["fleet_tasks"])
+    )
+    assert redis["redis_commands_per_worker_lifetime"] is not None
+    assert redis["store_call_p99_ms"] is not None
+    assert redis["errors"] == 0
+    assert set(fleet["jitter"]) == {"without", "with"}
+    assert fleet["jitter"]["with"]["status"] == "ok"
+    report = (quick_run["dir"] / "results.md").read_text(encoding="utf-8")
+    assert "### Fleet at scale" in report
+    assert "| RedisStore, shared |" in report
