@@ -5,8 +5,9 @@ loop, ``repeats`` loops, the stack's hook and the hand-written same-job one
 (:mod:`benchmarks.hooks`: origin check, both headers, a 401 check) alternating so drift on a
 busy machine hits both alike; ns/call is the median of the loops.
 
-* requests: ``auth(prepared_request)``;
-* httpx: one step of ``sync_auth_flow`` (``next(flow)``), or of ``async_auth_flow``;
+* requests and niquests: ``auth(prepared_request)`` and the response hooks it registered,
+  called with a canned 200 (the 401 check, and our attach-to-answer report, are per request);
+* httpx: a whole ``sync_auth_flow`` (or ``async_auth_flow``): the request, then a canned 200;
 * aiohttp: one middleware pass with a stub handler returning a canned response.
 
 Over the network: alternating rounds of sequential ``GET /v1/ping`` on the same client, once
@@ -16,12 +17,15 @@ through the stack's auth and once with the fixed-header hook passed per request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import datetime
 import gc
 import statistics
 import time
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
+from . import niquests_stacks
 from .config import BenchConfig
 from .hooks import (
     fixed_aiohttp_middleware,
@@ -117,27 +121,54 @@ def hook_cost_sync(driver: Any, fixed_authorization: str, config: BenchConfig) -
         if auth is None:
             raise LookupError("the session has no auth hook to time")
         prepared = requests.Request("GET", driver.url).prepare()
+        response = requests.Response()  # a canned 200, as the session would hand the hooks
+        response.status_code, response.request = 200, prepared
+        response.elapsed = datetime.timedelta(milliseconds=1)
         same_job = same_job_requests_auth(fixed_authorization, _origin(driver.url))
+
+        def one_request(hook: Any) -> None:
+            hook(prepared)
+            for on_response in prepared.hooks["response"]:
+                on_response(response)
+            prepared.hooks["response"].clear()  # registered per request: never piled up
+
         loops = {
-            "stack": _timed_sync(lambda: auth(prepared)),
-            "same_job": _timed_sync(lambda: same_job(prepared)),
+            "stack": _timed_sync(lambda: one_request(auth)),
+            "same_job": _timed_sync(lambda: one_request(same_job)),
         }
+        return _summary(
+            _alternate(loops, config, _nothing), "auth(prepared_request) + response hooks"
+        )
+    if isinstance(driver, niquests_stacks.NiquestsDriver):
 
-        def between() -> None:  # a hook registered per call would otherwise pile up
-            prepared.hooks["response"].clear()
+        def alternate(loops: Dict[str, SyncLoop], label: str) -> Dict[str, Any]:
+            return _summary(_alternate(loops, config, _nothing), label)
 
-        return _summary(_alternate(loops, config, between), "auth(prepared_request)")
+        summary: Dict[str, Any] = niquests_stacks.hook_cost_sync(
+            driver, fixed_authorization, alternate
+        )
+        return summary
     if isinstance(driver, HttpxDriver):
         client = driver.client
         module = _module_of(client)
         request = client.build_request("GET", driver.url)
         stack_auth = client.auth
         same_job = same_job_httpx_auth(fixed_authorization, _origin(driver.url), module)
+        answer = module.Response(200, request=request)
+
+        def whole_flow(auth: Any) -> None:
+            flow = auth.sync_auth_flow(request)
+            next(flow)
+            with contextlib.suppress(StopIteration):
+                flow.send(answer)
+
         loops = {
-            "stack": _timed_sync(lambda: next(stack_auth.sync_auth_flow(request))),
-            "same_job": _timed_sync(lambda: next(same_job.sync_auth_flow(request))),
+            "stack": _timed_sync(lambda: whole_flow(stack_auth)),
+            "same_job": _timed_sync(lambda: whole_flow(same_job)),
         }
-        return _summary(_alternate(loops, config, _nothing), "next(auth.sync_auth_flow(request))")
+        return _summary(
+            _alternate(loops, config, _nothing), "auth.sync_auth_flow(request): request + 200"
+        )
     raise TypeError(f"no hook timing for {type(driver).__name__}")
 
 
@@ -152,18 +183,32 @@ async def hook_cost_async(
         stack_auth = client.auth
         same_job = same_job_httpx_auth(fixed_authorization, _origin(driver.url), module)
 
+        answer = module.Response(200, request=request)
+
         def flow_loop(auth: Any) -> AsyncLoop:
             async def run(number: int) -> float:
                 started = time.perf_counter_ns()
                 for _ in range(number):
-                    await auth.async_auth_flow(request).__anext__()
+                    flow = auth.async_auth_flow(request)
+                    await flow.__anext__()
+                    with contextlib.suppress(StopAsyncIteration):
+                        await flow.asend(answer)
                 return (time.perf_counter_ns() - started) / number
 
             return run
 
         loops = {"stack": flow_loop(stack_auth), "same_job": flow_loop(same_job)}
         samples = await _alternate_async(loops, config, _nothing)
-        return _summary(samples, "await auth.async_auth_flow(request).__anext__()")
+        return _summary(samples, "auth.async_auth_flow(request): request + 200")
+    if isinstance(driver, niquests_stacks.AsyncNiquestsDriver):
+
+        async def alternate(loops: Dict[str, AsyncLoop], label: str) -> Dict[str, Any]:
+            return _summary(await _alternate_async(loops, config, _nothing), label)
+
+        found: Dict[str, Any] = await niquests_stacks.hook_cost_async(
+            driver, fixed_authorization, alternate
+        )
+        return found
     if isinstance(driver, AiohttpDriver):
         if driver.middleware is None:
             raise LookupError("the session has no middleware to time")
@@ -255,6 +300,13 @@ def network_rounds_sync(
         fixed = fixed_httpx_auth(fixed_authorization, _module_of(driver.client))
         client, url = driver.client, driver.url
         calls = {"stack": lambda: client.get(url), "fixed": lambda: client.get(url, auth=fixed)}
+    elif isinstance(driver, niquests_stacks.NiquestsDriver):
+        fixed = fixed_requests_auth(fixed_authorization)  # any callable is a niquests auth
+        session, url, timeout = driver.session, driver.url, driver.timeout
+        calls = {
+            "stack": lambda: session.get(url, timeout=timeout),
+            "fixed": lambda: session.get(url, timeout=timeout, auth=fixed),
+        }
     else:
         raise TypeError(f"no network rounds for {type(driver).__name__}")
     rounds: Dict[str, List[List[float]]] = {"stack": [], "fixed": []}
@@ -304,6 +356,17 @@ async def network_rounds_async(
             return await through((middleware,))
 
         calls = {"stack": stack_aiohttp, "fixed": fixed_aiohttp}
+    elif isinstance(driver, niquests_stacks.AsyncNiquestsDriver):
+        fixed = fixed_requests_auth(fixed_authorization)
+        nsession, url, auth = driver.session, driver.url, driver.auth
+
+        async def stack_niquests() -> int:
+            return int((await nsession.get(url, auth=auth)).status_code or 0)
+
+        async def fixed_niquests() -> int:
+            return int((await nsession.get(url, auth=fixed)).status_code or 0)
+
+        calls = {"stack": stack_niquests, "fixed": fixed_niquests}
     else:
         raise TypeError(f"no network rounds for {type(driver).__name__}")
     rounds: Dict[str, List[List[float]]] = {"stack": [], "fixed": []}

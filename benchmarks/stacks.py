@@ -151,6 +151,31 @@ STACKS: Tuple[StackSpec, ...] = (
     ),
     StackSpec("baseline-aiohttp", "no auth: aiohttp", "baseline", "tasks", None, ("aiohttp",)),
     StackSpec("navro-aiohttp", "navro aiohttp", "ours", "tasks", "baseline-aiohttp", ("aiohttp",)),
+    StackSpec("baseline-niquests", "no auth: niquests", "baseline", "threads", None, ("niquests",)),
+    StackSpec(
+        "navro-niquests",
+        "navro niquests (sync)",
+        "ours",
+        "threads",
+        "baseline-niquests",
+        ("niquests", "navro_adapters.niquests"),
+    ),
+    StackSpec(
+        "baseline-niquests-async",
+        "no auth: niquests async",
+        "baseline",
+        "tasks",
+        None,
+        ("niquests",),
+    ),
+    StackSpec(
+        "navro-niquests-async",
+        "navro niquests (async)",
+        "ours",
+        "tasks",
+        "baseline-niquests-async",
+        ("niquests", "navro_adapters.niquests"),
+    ),
 )
 
 
@@ -356,6 +381,10 @@ def make_sync_driver(key: str, target: Target) -> SyncDriver:
     client: Any
     creds = target.credentials
     fixed = {"Authorization": target.fixed_authorization, **API_HEADERS}
+    if key.startswith(("baseline-niquests", "navro-niquests")):
+        from . import niquests_stacks
+
+        return niquests_stacks.make_sync_driver(key, target)
     if key == "baseline-requests":
         return RequestsDriver(_requests_session(fixed), target)
     if key == "navro-requests":
@@ -515,6 +544,10 @@ async def make_async_driver(key: str, target: Target) -> AsyncDriver:
     client: Any
     creds = target.credentials
     fixed = {"Authorization": target.fixed_authorization, **API_HEADERS}
+    if key.startswith(("baseline-niquests", "navro-niquests")):
+        from . import niquests_stacks
+
+        return await niquests_stacks.make_async_driver(key, target)
     if key == "baseline-httpx-async":
         import httpx
 

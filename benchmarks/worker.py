@@ -48,6 +48,8 @@ __all__ = ["main", "run_stack"]
 HOOK_TIMED = frozenset(
     {
         "navro-requests",
+        "navro-niquests",
+        "navro-niquests-async",
         "peer-requests-auth",
         "peer-authlib-requests",
         "navro-httpx",

@@ -42,7 +42,7 @@ except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
     ) from exc
 
 from ._sessions import REPLAYABLE_BODIES, bind_session_hint, without_hook
-from .auth import AUTHORIZATION, AuthSource, RequestAuth, bearer_token_of
+from .auth import AUTHORIZATION, UNAUTHORIZED, AuthSource, RequestAuth, bearer_token_of
 from .credentials import Credentials
 from .errors import ConfigurationError, TransportError
 from .protocol import TokenRequest, TransportResponse
@@ -188,6 +188,8 @@ class _NavroAuthBase:
         """The connection adapter to resend ``r``'s request on with a new token, or None."""
         # niquests times each send from before the pool to the answer: the margins adapt to it.
         self.provider.observe_latency(r.elapsed.total_seconds())
+        if r.status_code != UNAUTHORIZED:  # every answer but a 401: nothing more to read
+            return None
         sent = r.request
         if sent is None or sent.headers is None or r.status_code is None:
             return None

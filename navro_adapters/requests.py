@@ -31,7 +31,7 @@ except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
     ) from exc
 
 from ._sessions import REPLAYABLE_BODIES, bind_session_hint, without_hook
-from .auth import AUTHORIZATION, AuthSource, RequestAuth, bearer_token_of
+from .auth import AUTHORIZATION, UNAUTHORIZED, AuthSource, RequestAuth, bearer_token_of
 from .credentials import Credentials
 from .errors import ConfigurationError
 from .protocol import TokenRequest, TransportResponse
@@ -138,6 +138,8 @@ class NavroAuth(AuthBase):
         """Response hook: after a 401 to our token, resend once with a new one."""
         # requests times each send from before the pool to the answer: the margins adapt to it.
         self.provider.observe_latency(r.elapsed.total_seconds())
+        if r.status_code != UNAUTHORIZED:  # every answer but a 401: nothing more to read
+            return r
         sent = r.request
         body = sent.body
         connection = getattr(r, "connection", None)  # the HTTPAdapter; None for other adapters
