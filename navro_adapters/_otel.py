@@ -105,17 +105,31 @@ class _Instruments:
 _shared: weakref.WeakKeyDictionary[metrics.MeterProvider, _Instruments] = (
     weakref.WeakKeyDictionary()
 )
+_global: Optional[_Instruments] = None  # on the global meter provider, whichever it is
 _shared_lock = threading.Lock()
 
 
 def _instruments(meter_provider: Optional[metrics.MeterProvider]) -> _Instruments:
-    """The shared instruments of ``meter_provider`` (default: the global one)."""
-    chosen = meter_provider if meter_provider is not None else metrics.get_meter_provider()
+    """The shared instruments of ``meter_provider``, default the global one.
+
+    One set for the global provider, whether or not it is set yet: instruments made on the
+    global proxy follow the provider set later, and a second set made on that provider would be
+    a duplicate registration (the SDK keeps the first gauge callback only).
+    """
+    global _global
     with _shared_lock:
-        found = _shared.get(chosen)
+        current = metrics.get_meter_provider()
+        if meter_provider is None or meter_provider is current:
+            made = _shared.get(current)
+            if made is not None:  # passed explicitly before it became the global one
+                return made
+            if _global is None:
+                _global = _Instruments(metrics.get_meter(SCOPE, __version__))
+            return _global
+        found = _shared.get(meter_provider)
         if found is None:
-            found = _shared[chosen] = _Instruments(
-                metrics.get_meter(SCOPE, __version__, meter_provider=chosen)
+            found = _shared[meter_provider] = _Instruments(
+                metrics.get_meter(SCOPE, __version__, meter_provider=meter_provider)
             )
         return found
 

@@ -304,35 +304,34 @@ from navro_adapters.sandbox import Sandbox
 import requests
 
 with Sandbox() as sandbox:
+    sandbox.add_client("reports-client", "reports-secret")
     # Built before the application sets its global providers, as happens at import time.
     early = TokenProvider(sandbox.credentials())
     exporter, reader = InMemorySpanExporter(), InMemoryMetricReader()
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
     trace.set_tracer_provider(tracer_provider)
-    metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+    meter_provider = MeterProvider(metric_readers=[reader])
+    metrics.set_meter_provider(meter_provider)
     early.get_token()
-    session = requests.Session()
-    session.auth = NavroAuth(sandbox.credentials())
+    session = requests.Session()  # built after: an adapter with no provider options
+    session.auth = NavroAuth(sandbox.credentials("reports-client"))
     assert session.get(sandbox.base_url + "/v1/ping").status_code == 200
-    names = sorted(
-        metric.name
-        for rm in reader.get_metrics_data().resource_metrics
+    # The global provider passed explicitly is the same provider: no second set of instruments.
+    TokenProvider(sandbox.credentials(), meter_provider=meter_provider).get_token()
+    data = reader.get_metrics_data()
+    found = {
+        metric.name: metric.data.data_points
+        for rm in data.resource_metrics
         for sm in rm.scope_metrics
         for metric in sm.metrics
-    )
-    lifetimes = [
-        point.value
-        for rm in reader.get_metrics_data().resource_metrics
-        for sm in rm.scope_metrics
-        for metric in sm.metrics
-        if metric.name == "navro.token.remaining_lifetime"
-        for point in metric.data.data_points
-    ]
+    }
 print(json.dumps({
     "spans": [s.name for s in exporter.get_finished_spans()],
-    "metrics": names,
-    "lifetimes": len(lifetimes),
+    "metrics": sorted(found),
+    "lifetimes": sorted(p.attributes["navro.client_id"]
+                        for p in found["navro.token.remaining_lifetime"]),
+    "requests": sum(p.value for p in found["navro.token.requests"]),
 }))
 """
 
@@ -343,14 +342,15 @@ def test_without_providers_given_the_global_ones_are_used() -> None:
     from tests.test_packaging import run_python
 
     outcome = run_python(_GLOBAL_PROVIDERS)
-    assert outcome["spans"] == ["POST navro token", "POST navro token"]
+    assert outcome["spans"] == ["POST navro token"] * 3
     assert outcome["metrics"] == [
         "navro.token.remaining_lifetime",
         "navro.token.request.duration",
         "navro.token.requests",
     ]
-    # Two providers of one account on the global meter provider: one series, not two.
-    assert outcome["lifetimes"] == 1
+    assert outcome["requests"] == 3
+    # Every provider's token is observed, whether built before or after the global was set.
+    assert outcome["lifetimes"] == ["reports-client", "sandbox-client"]
 
 
 def test_the_gauge_shows_the_longest_lifetime_among_one_accounts_providers(
