@@ -19,6 +19,7 @@ from .errors import (
     TokenTimeoutError,
     TransportError,
 )
+from .events import TokenEvent
 from .protocol import (
     API_VERSION,
     TokenRequest,
@@ -54,6 +55,7 @@ __all__ = [
     "SystemClock",
     "Token",
     "TokenEndpointError",
+    "TokenEvent",
     "TokenProvider",
     "TokenRequest",
     "TokenResponseError",

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Generator, Optional, Tuple, Union
 
 from ._log import logger
+from ._telemetry import QUIET_FLIGHT, FlightObserver
 from .clock import Clock
 from .credentials import Credentials
 from .errors import InvalidClientError, NavroAuthError, TokenStoreError, TokenTimeoutError
@@ -84,6 +85,8 @@ class FlowContext:
     #: peer ends it; a stale one is what we already have.
     refresh: bool = False
     on_send: Callable[[], None] = lambda: None
+    #: what this acquisition reports (spans, metrics, events); quiet by default
+    observer: FlightObserver = QUIET_FLIGHT
 
     def __post_init__(self) -> None:
         self.owner = uuid.uuid4().hex
@@ -136,6 +139,7 @@ def acquisition_flow(ctx: FlowContext) -> Flow:
                 return token
     except TokenStoreError as exc:
         logger.warning("token store unavailable, fetching directly: %s", exc)
+        ctx.observer.store_failed(exc)
         if locked:  # release what we hold so peers need not wait for the lock to expire
             yield from _store_quietly(ctx, "unlock", (ctx.key, ctx.owner))
         locked = False
@@ -174,6 +178,7 @@ def _load(ctx: FlowContext, *, accept_stale: bool) -> Generator[Action, Any, Opt
     state = ctx.refresh_policy.state(token, ctx.clock.monotonic())
     if state is TokenState.FRESH or (accept_stale and state is TokenState.STALE):
         logger.debug("token %s taken from the shared store", token.fingerprint)
+        ctx.observer.store_hit(token)
         return token
     return None
 
@@ -204,17 +209,21 @@ def _store_quietly(
         yield StoreCall(method, args)
     except TokenStoreError as exc:
         logger.warning("token store %s failed, carrying on without it: %s", method, exc)
+        ctx.observer.store_failed(exc)
 
 
 def _request_token(ctx: FlowContext) -> Flow:
     clock = ctx.clock
-    budget = RetryBudget(ctx.retry_policy, clock.monotonic(), ctx.rng)
+    started_at = clock.monotonic()
+    budget = RetryBudget(ctx.retry_policy, started_at, ctx.rng)
     while True:
         timeout = budget.attempt_timeout(clock.monotonic())
         requested_at, requested_at_wall = clock.monotonic(), clock.time()
+        attempt = ctx.observer.attempt(budget.attempts)
         try:
             ctx.on_send()
             response = yield Send(ctx.request, timeout)
+            attempt.answered(response.status_code)
             token = parse_token_response(
                 response, requested_at=requested_at, requested_at_wall=requested_at_wall
             )
@@ -224,6 +233,7 @@ def _request_token(ctx: FlowContext) -> Flow:
                     "its lifetime"
                 )
         except NavroAuthError as error:
+            attempt.failed(error)
             if (
                 isinstance(error, InvalidClientError)
                 and budget.attempts < ctx.retry_policy.max_attempts
@@ -238,6 +248,7 @@ def _request_token(ctx: FlowContext) -> Flow:
                 logger.warning(
                     "token request failed after %d attempt(s): %s", budget.attempts, error
                 )
+                ctx.observer.fetch_failed(error, budget.attempts, clock.monotonic() - started_at)
                 raise
             logger.info(
                 "token request attempt %d failed (%s); retrying in %.3f s",
@@ -247,6 +258,11 @@ def _request_token(ctx: FlowContext) -> Flow:
             )
             yield Sleep(delay)
             continue
+        except BaseException:  # closed or cancelled mid-request: no answer will come
+            attempt.abandoned()
+            raise
+        attempt.succeeded(token)
+        ctx.observer.fetched(token, budget.attempts, clock.monotonic() - started_at)
         logger.info(
             "fetched token %s (expires in %g s) in %d attempt(s)",
             token.fingerprint,

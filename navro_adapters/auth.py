@@ -51,7 +51,18 @@ AuthSource = Union[Credentials, TokenProvider]
 
 #: TokenProvider keywords an adapter accepts and passes on when it builds the provider itself.
 PROVIDER_OPTIONS = frozenset(
-    {"refresh_policy", "retry_policy", "store", "store_wait", "store_clock_skew", "clock", "rng"}
+    {
+        "refresh_policy",
+        "retry_policy",
+        "store",
+        "store_wait",
+        "store_clock_skew",
+        "clock",
+        "rng",
+        "tracer_provider",
+        "meter_provider",
+        "on_event",
+    }
 )
 
 

@@ -26,10 +26,12 @@ from ._drivers import DEADLOCK, AsyncPerformer, SyncPerformer, drive_async, driv
 from ._flight import ABANDONED, Flight, Outcome
 from ._flow import Flow, FlowContext, Spawn, Wait, acquisition_flow, secret_digest
 from ._log import logger
-from ._pickling import Reduced, construct
+from ._pickling import Reduced, construct, not_picklable
+from ._telemetry import QUIET_FLIGHT, FlightObserver, Telemetry
 from .clock import SYSTEM_CLOCK, Clock
 from .credentials import Credentials
 from .errors import ConfigurationError, NavroAuthError, TokenTimeoutError
+from .events import EventCallback
 from .retry import RetryPolicy
 from .store import TokenStore
 from .token import RefreshPolicy, Token
@@ -105,6 +107,12 @@ class TokenProvider:
     transport used from a coroutine runs on a worker thread, so the event loop never blocks.
     ``store`` shares the token between processes (see :mod:`navro_adapters.store`); ``clock``
     and ``rng`` are injectable for tests (both paths sleep through the clock).
+
+    Observability (see docs/observability.md): with ``opentelemetry-api`` importable, every
+    token request attempt is a span and metric points, through ``tracer_provider`` /
+    ``meter_provider`` or else the global ones; ``on_event`` is called with a
+    :class:`~navro_adapters.TokenEvent` for each fetch, failure, refresh ahead, invalidation
+    and store hit or failure. Neither ever runs on the fresh-token path.
     """
 
     def __init__(
@@ -120,6 +128,9 @@ class TokenProvider:
         store_clock_skew: float = STORE_CLOCK_SKEW,
         clock: Optional[Clock] = None,
         rng: Optional[random.Random] = None,
+        tracer_provider: object = None,
+        meter_provider: object = None,
+        on_event: Optional[EventCallback] = None,
     ) -> None:
         # First, before any other local exists: the arguments as given, all a pickle carries.
         self._arguments = {name: value for name, value in locals().items() if name != "self"}
@@ -155,6 +166,13 @@ class TokenProvider:
         self.observed_latency = 0.0  # seconds: what the margins adapt to now
         self._window_peak = 0.0
         self._window_ends = float("-inf")
+        self._telemetry = Telemetry(
+            self,
+            credentials,
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
+            on_event=on_event,
+        )
         _providers.add(self)
 
     # -- the public surface ----------------------------------------------------------------
@@ -217,6 +235,7 @@ class TokenProvider:
                 self._rejected.popitem(last=False)
             self.stats.invalidations += 1
         logger.info("token %s invalidated", entry[2].fingerprint)
+        self._telemetry.invalidated(entry[2])
         return True
 
     def observe_latency(self, seconds: float) -> None:
@@ -282,6 +301,14 @@ class TokenProvider:
         its own token; a cached token never travels. The credentials travel with their secret
         source as given. An argument that cannot travel (a transport or store holding a client)
         raises :class:`~navro_adapters.errors.ConfigurationError` saying what to do."""
+        for name in ("tracer_provider", "meter_provider"):
+            if self._arguments.get(name) is not None:
+                raise not_picklable(
+                    name,
+                    f"an OpenTelemetry {name}",
+                    "leave it out (the worker's global providers are used) or build the "
+                    "TokenProvider in the worker process",
+                )
         return (construct, (type(self), (), self._arguments))
 
     # -- deciding, under the lock --------------------------------------------------------------
@@ -323,7 +350,7 @@ class TokenProvider:
                 chosen = self._default_transport = UrllibTransport()
         return chosen
 
-    def _context(self, *, refresh: bool) -> FlowContext:
+    def _context(self, *, refresh: bool, observer: FlightObserver = QUIET_FLIGHT) -> FlowContext:
         return FlowContext(
             refresh=refresh,
             credentials=self.credentials,
@@ -336,6 +363,7 @@ class TokenProvider:
             store_wait=self.store_wait,
             store_clock_skew=self.store_clock_skew,
             on_send=self._count_send,
+            observer=observer,
         )
 
     def _count_send(self) -> None:
@@ -437,10 +465,12 @@ class TokenProvider:
             with self._lock:
                 token, flight, start = self._decide()
             if flight is not None and start:
+                # Observed from here, the caller's stack, wherever the flight then runs.
+                lead = self._lead(flight, self._telemetry.flight(token))
                 if not (refresh_inline if token is not None else lead_inline):
-                    yield Spawn(flight, self._lead(flight))
+                    yield Spawn(flight, lead)
                 else:
-                    yield from self._lead(flight)
+                    yield from lead
                     outcome = flight.outcome
                     if token is not None:  # refreshed ahead: the new token, else the valid one
                         return outcome.token if outcome and outcome.token else token
@@ -458,11 +488,13 @@ class TokenProvider:
             if result is not None:
                 return result
 
-    def _lead(self, flight: Flight) -> Generator[Any, Any, None]:
+    def _lead(
+        self, flight: Flight, observer: FlightObserver = QUIET_FLIGHT
+    ) -> Generator[Any, Any, None]:
         """Run ``flight``'s acquisition and publish its outcome, whoever drives it."""
         ctx: Optional[FlowContext] = None
         try:
-            ctx = self._context(refresh=flight.refresh)
+            ctx = self._context(refresh=flight.refresh, observer=observer)
             token = yield from acquisition_flow(ctx)
         except NavroAuthError as exc:
             self._complete(flight, Outcome(error=exc), ctx)
@@ -474,7 +506,8 @@ class TokenProvider:
             self._complete(flight, Outcome(token=token))
 
     def _fetch_outside_flight(self) -> Flow:
-        token = yield from acquisition_flow(self._context(refresh=False))
+        observer = self._telemetry.flight(None)
+        token = yield from acquisition_flow(self._context(refresh=False, observer=observer))
         fresh_until, usable_until = self._deadlines(token)
         with self._lock:
             self._entry = (fresh_until, usable_until, token)

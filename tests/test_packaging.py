@@ -168,6 +168,46 @@ def test_no_extra_library_is_installed() -> None:
     assert installed(SANDBOX_LIBRARY)
 
 
+# -- OpenTelemetry is optional: imported only when a provider is built, never required --------
+
+OTEL_MODULE = "opentelemetry"
+
+_WITHOUT_OPENTELEMETRY = """
+import json, sys
+sys.modules["opentelemetry"] = None  # as if the [otel] extra were not installed
+from navro_adapters import ConfigurationError, TokenProvider
+from navro_adapters.sandbox import Sandbox
+events = []
+with Sandbox() as sandbox:
+    provider = TokenProvider(sandbox.credentials(), on_event=events.append)
+    token = provider.get_token()
+    provider.invalidate(token)
+    provider.get_token()
+    refused = {}
+    for name in ("tracer_provider", "meter_provider"):
+        try:
+            TokenProvider(sandbox.credentials(), **{name: object()})
+        except ConfigurationError as exc:
+            refused[name] = str(exc)
+print(json.dumps({"kinds": [event.kind for event in events], "refused": refused}))
+"""
+
+
+def test_without_opentelemetry_tokens_and_events_work_and_its_options_name_the_extra() -> None:
+    if not installed(SANDBOX_LIBRARY):
+        pytest.skip("h11 is not installed here")
+    outcome = run_python(_WITHOUT_OPENTELEMETRY)
+    assert outcome["kinds"] == ["fetched", "invalidated", "fetched"]
+    assert sorted(outcome["refused"]) == ["meter_provider", "tracer_provider"]
+    for message in outcome["refused"].values():
+        assert_names_extra(message, "otel")
+
+
+@pytest.mark.parametrize("module", CORE_MODULES)
+def test_importing_the_core_does_not_import_opentelemetry(module: str) -> None:
+    assert OTEL_MODULE not in set(run_python(_LOADED_MODULES, module))
+
+
 # -- an adapter without its library says which extra to install ------------------------------
 
 _IMPORT_BLOCKED = """

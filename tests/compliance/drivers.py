@@ -4,12 +4,18 @@ A driver wraps one adapter on one HTTP library in one concurrency style and expo
 blocking calls, so one set of test functions covers them all. Async drivers own an event loop
 on a private thread for their whole life (clients such as ``aiohttp.ClientSession`` belong to
 one loop) and run each call's coroutines there.
+
+Every request runs in a copy of the calling thread's ``contextvars`` context, whether on a pool
+thread or as a task on the driver's loop, as a real application's request runs inside whatever
+the caller set (an OpenTelemetry span, say).
 """
 
 from __future__ import annotations
 
 import abc
 import asyncio
+import concurrent.futures
+import contextvars
 import importlib
 import inspect
 import json
@@ -277,8 +283,14 @@ class ThreadedDriver(_BatchDriver):
     def _send_all(self, requests: List[Outgoing]) -> List[Result]:
         if not requests:
             return []
+        context = contextvars.copy_context()
+
+        def send(request: Outgoing) -> Result:
+            # A context is entered by one thread at a time: each request gets its own copy.
+            return context.copy().run(self._send, request)
+
         with ThreadPoolExecutor(max_workers=min(len(requests), MAX_THREADS)) as pool:
-            return list(pool.map(self._send, requests))
+            return list(pool.map(send, requests))
 
     def send_unreplayable(self, url: str) -> Result:
         return self._send(Outgoing("POST", url, None, one_shot_body()))
@@ -297,8 +309,17 @@ class LoopThread:
         self.loop.run_forever()
 
     def run(self, coro: Coroutine[Any, Any, _T]) -> _T:
-        """Run ``coro`` on the loop and wait for its result (at most :data:`CALL_TIMEOUT`)."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(CALL_TIMEOUT)
+        """Run ``coro`` on the loop in a copy of the caller's context, and wait for its result
+        (at most :data:`CALL_TIMEOUT`)."""
+        done: concurrent.futures.Future[_T] = concurrent.futures.Future()
+
+        def start() -> None:
+            # Runs in the caller's context, so the task copies that one, not the loop thread's.
+            task = self.loop.create_task(coro)
+            task.add_done_callback(lambda finished: _settle(finished, done))
+
+        self.loop.call_soon_threadsafe(start, context=contextvars.copy_context())
+        return done.result(CALL_TIMEOUT)
 
     def stop(self) -> None:
         """Cancel what still runs (e.g. a refresh-ahead in flight), then end the thread."""
@@ -375,6 +396,16 @@ async def gather(runtime: str, coros: List[Coroutine[Any, Any, _T]]) -> List[_T]
         for index, coro in enumerate(coros):
             nursery.start_soon(one, index, coro)
     return results
+
+
+def _settle(task: asyncio.Future[_T], done: concurrent.futures.Future[_T]) -> None:
+    """Hand a finished task's outcome to the thread waiting for it."""
+    if task.cancelled():
+        done.cancel()
+    elif task.exception() is not None:
+        done.set_exception(task.exception())
+    else:
+        done.set_result(task.result())
 
 
 class LoopDriver(_BatchDriver):

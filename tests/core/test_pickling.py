@@ -321,3 +321,15 @@ async def test_an_aiohttp_token_session_cannot_travel() -> None:
         with pytest.raises(ConfigurationError, match="token_session=") as caught:
             pickle.dumps(middleware)
     assert caught.value.field == "token_session"
+
+
+def test_a_provider_with_its_own_telemetry_providers_says_to_build_it_in_the_worker() -> None:
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.trace import TracerProvider
+
+    for name, given in (("tracer_provider", TracerProvider()), ("meter_provider", MeterProvider())):
+        provider = TokenProvider(CREDS, **{name: given})
+        with pytest.raises(ConfigurationError) as caught:
+            pickle.dumps(provider)
+        assert caught.value.field == name
