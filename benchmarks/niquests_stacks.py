@@ -159,18 +159,11 @@ def same_job_async_auth(authorization: str, origin: str) -> Any:
     return SameJobAsyncAuth()
 
 
-def _timed(call: Any) -> Any:
-    def run(number: int) -> float:
-        started = time.perf_counter_ns()
-        for _ in range(number):
-            call()
-        return (time.perf_counter_ns() - started) / number
-
-    return run
-
-
-def hook_cost_sync(driver: NiquestsDriver, fixed_authorization: str, alternate: Any) -> Any:
-    """Ours against the same-job hook: the auth call and its response hook on a 200."""
+def hook_cost_sync(
+    driver: NiquestsDriver, fixed_authorization: str, alternate: Any, timed: Any
+) -> Any:
+    """Ours against the same-job hook: the auth call and its response hook on a 200.
+    ``timed`` makes a loop of a call; ``alternate`` runs the loops (benchmarks.overhead's)."""
     import niquests
     from niquests.auth import AuthBase
 
@@ -187,8 +180,8 @@ def hook_cost_sync(driver: NiquestsDriver, fixed_authorization: str, alternate: 
     stack = driver.session.auth
     return alternate(
         {
-            "stack": _timed(lambda: one_request(stack)),
-            "same_job": _timed(lambda: one_request(same_job)),
+            "stack": timed(lambda: one_request(stack)),
+            "same_job": timed(lambda: one_request(same_job)),
         },
         "auth(prepared_request) + its response hooks on a 200",
     )

@@ -145,7 +145,7 @@ def hook_cost_sync(driver: Any, fixed_authorization: str, config: BenchConfig) -
             return _summary(_alternate(loops, config, _nothing), label)
 
         summary: Dict[str, Any] = niquests_stacks.hook_cost_sync(
-            driver, fixed_authorization, alternate
+            driver, fixed_authorization, alternate, _timed_sync
         )
         return summary
     if isinstance(driver, HttpxDriver):
