@@ -67,7 +67,7 @@ def test_states_follow_proportional_margins() -> None:
     first = p.get_token()
     clock.advance(209)  # FRESH for 210 to 240 s of a 300 s token (the refresh jitter)
     assert p.get_token() is first and len(transport.calls) == 1
-    clock.advance(285 - 239)  # EXPIRED from 285 s: callers wait for a new token
+    clock.advance(285 - 209)  # EXPIRED from 285 s: callers wait for a new token
     second = p.get_token()
     assert second is not first and len(transport.calls) == 2
 
