@@ -52,8 +52,9 @@ return {natural: [img.naturalWidth, img.naturalHeight], shown: [box.width, box.h
 
 
 def _absent(reason: str) -> None:
-    """Skip, or fail under CI=true, where the site must be checked."""
-    if os.environ.get("CI") == "true":
+    """Skip, or fail under CI=true, where the site must be checked (unless this environment
+    says the site is checked elsewhere: tox's oldest, where requests 2.25 rules mkdocs out)."""
+    if os.environ.get("CI") == "true" and not os.environ.get("NAVRO_DOCS_CHECKED_ELSEWHERE"):
         pytest.fail(reason + "; CI=true requires it", pytrace=False)
     pytest.skip(reason)
 
@@ -132,9 +133,7 @@ def nav_pages(config: str) -> List[str]:
 def test_every_nav_entry_but_the_pending_ones_is_a_page() -> None:
     pages = nav_pages(MKDOCS_YML.read_text(encoding="utf-8"))
     assert "benchmarks.md" in pages and "index.md" in pages
-    missing = [
-        p for p in pages if not (REPO_ROOT / "docs" / p).is_file()
-    ]
+    missing = [p for p in pages if not (REPO_ROOT / "docs" / p).is_file()]
     assert missing == []
 
 
