@@ -150,9 +150,11 @@ class NavroAuth(AuthBase):
         )
         if not resend or connection is None:
             return r
-        token = self.rule.token()
-        r.content  # noqa: B018 - read and release the 401 so the resend can reuse its connection
+        # Read and release the 401 first: the token request may need a connection (from this
+        # pool, or one more the server must accept), and the resend can reuse this one.
+        r.content  # noqa: B018
         r.close()
+        token = self.rule.token()
         retry = sent.copy()
         retry.hooks = without_hook(sent.hooks, self._on_response)
         retry.headers[AUTHORIZATION] = token.authorization

@@ -25,6 +25,7 @@ from navro_adapters import (
     ConfigurationError,
     Credentials,
     InvalidClientError,
+    RetryPolicy,
     TokenProvider,
     TokenRequest,
     TokenTimeoutError,
@@ -444,3 +445,38 @@ def test_without_session_a_tls_failure_says_to_pass_the_session() -> None:
         assert "TLS certificate problem" in message and "session=" in message
         assert not caught.value.retryable
         assert sandbox.stats().token_requests == 0  # no handshake completed, nothing retried
+
+
+def test_a_revocation_storm_releases_each_401_before_the_token_request(sandbox: Sandbox) -> None:
+    # Thirty callers on one session answered 401 together: each must release its 401's
+    # connection before it waits for (or sends) the new token's request. Held, they kept the
+    # token request from going out until the waiters timed out (9 of 50 did, measured).
+    import threading
+
+    from navro_adapters.sandbox import Fault
+
+    callers = 30
+    session = requests.Session()
+    session.auth = NavroAuth(
+        sandbox.credentials(), session=session, retry_policy=RetryPolicy(deadline=3.0)
+    )
+    assert session.get(ping(sandbox)).status_code == 200
+    sandbox.enqueue_api_faults(*[Fault.delay(1.0)] * callers)
+    statuses: List[object] = []
+
+    def call() -> None:
+        try:
+            statuses.append(session.get(ping(sandbox), timeout=30).status_code)
+        except Exception as exc:  # reported in the assertion below
+            statuses.append(type(exc).__name__)
+
+    threads = [threading.Thread(target=call) for _ in range(callers)]
+    for thread in threads:
+        thread.start()
+    while sandbox.stats().api_requests < callers + 1:  # every caller is held by the sandbox
+        threading.Event().wait(0.01)
+    sandbox.revoke_all_tokens()
+    for thread in threads:
+        thread.join(30)
+    assert statuses == [200] * callers
+    assert sandbox.stats().token_requests == 2
