@@ -15,7 +15,6 @@ flow and one performer each: nothing is written twice.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from typing import (
     Any,
@@ -60,8 +59,7 @@ def _error(action: Action, exc: Exception) -> NavroAuthError:
     if isinstance(action, StoreCall):
         error: NavroAuthError = TokenStoreError(f"{action.method} raised {type(exc).__name__}")
     else:
-        timed_out = isinstance(exc, (TimeoutError, asyncio.TimeoutError))
-        error = transport_failure(exc, timed_out=timed_out)
+        error = transport_failure(exc)  # it tells timeouts (asyncio's, trio's, ...) itself
     error.__cause__ = exc
     return error
 

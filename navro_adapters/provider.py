@@ -238,15 +238,17 @@ class TokenProvider:
         self._telemetry.invalidated(entry[2])
         return True
 
-    def observe_latency(self, seconds: float) -> None:
+    def observe_latency(self, seconds: float, now: Optional[float] = None) -> None:
         """Report that an API answer came ``seconds`` after a token was attached to its request
         (adapters call this for every request they authenticate; waits in a client's pool
         count). With ``RefreshPolicy.adapt_to_latency`` a token is then attached only while it
         will outlive the largest such time seen lately (see :class:`RefreshPolicy`).
 
-        Lock-free unless the time is a new maximum; a report lost to a race is harmless.
+        ``now`` is the provider's ``clock.monotonic()`` if the caller has just read it. Lock-free
+        unless the time is a new maximum; a report lost to a race is harmless.
         """
-        now = self.clock.monotonic()
+        if now is None:
+            now = self.clock.monotonic()
         if now >= self._window_ends:
             # The last window's peak carries over, unless that window was long ago.
             recent = now < self._window_ends + LATENCY_WINDOW
@@ -261,7 +263,8 @@ class TokenProvider:
     def observe_answer(self, attached_at: float) -> None:
         """:meth:`observe_latency` for a request whose token was attached at ``attached_at``
         (on this provider's ``clock.monotonic``) and which was answered just now."""
-        self.observe_latency(self.clock.monotonic() - attached_at)
+        now = self.clock.monotonic()  # read once: the answer's time and the window's
+        self.observe_latency(now - attached_at, now)
 
     def _raise_latency(self, seconds: float) -> None:
         with self._lock:
