@@ -21,8 +21,12 @@ REPLAYABLE_BODIES = (bytes, bytearray, str)
 def without_hook(
     hooks: Dict[str, List[Callable[..., Any]]], hook: Callable[..., Any]
 ) -> Dict[str, List[Callable[..., Any]]]:
-    """A request's hooks less ``hook``: a copy resent without it is resent only once."""
-    return {event: [h for h in registered if h is not hook] for event, registered in hooks.items()}
+    """A request's hooks less ``hook``, also where it was registered bound to arguments
+    (``functools.partial``): a copy resent without it is resent only once."""
+    return {
+        event: [h for h in registered if h is not hook and getattr(h, "func", None) is not hook]
+        for event, registered in hooks.items()
+    }
 
 
 def bind_session_hint(failure: TransportError, went_through: str) -> TransportError:

@@ -162,11 +162,15 @@ class NavroAuthMiddleware:
             if AUTHORIZATION in request.headers:
                 self.rule.strip_foreign(request.headers)
             return await handler(request)
-        token = self.provider.fresh_token() or await self.rule.atoken(self._route(request))
+        provider = self.provider
+        attached = provider.clock.monotonic()  # read once: the freshness check's and the send's
+        token = provider.fresh_token(attached)
+        if token is None:
+            token = await self.rule.atoken(self._route(request))
+            attached = provider.clock.monotonic()
         self.rule.set_headers(request.headers, token, _HEADER_NAMES)
-        attached = self.provider.clock.monotonic()
         response = await handler(request)
-        self.provider.observe_answer(attached)  # the margins adapt to queues in the pool
+        provider.observe_answer(attached)  # the margins adapt to queues in the pool
         if response.status != UNAUTHORIZED or not self.rule.resend_after(
             response.status, token, replayable=_replayable(request.body)
         ):

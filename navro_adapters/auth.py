@@ -110,7 +110,15 @@ class RequestAuth:
     Safe to share between threads, tasks and event loops: it holds no per-request state.
     """
 
-    __slots__ = ("_prefixes", "async_transport", "credentials", "provider", "scope", "transport")
+    __slots__ = (
+        "_prefixes",
+        "async_transport",
+        "credentials",
+        "origin_keys",
+        "provider",
+        "scope",
+        "transport",
+    )
 
     def __init__(
         self,
@@ -125,6 +133,9 @@ class RequestAuth:
         self.credentials = self.provider.credentials
         extra_origins = tuple(extra_origins)
         self.scope = OriginScope(self.credentials.base_url, extra_origins)  # validates them
+        #: A parsed URL's ``(scheme, host, port)`` found here is in scope (see
+        #: :meth:`applies_to_origin`, which decides the rest): an adapter's one set lookup.
+        self.origin_keys = self.scope.parsed_origins
         origins = (self.credentials.base_url, *(o.strip().rstrip("/") for o in extra_origins))
         # URLs written under an origin exactly as configured: in scope without parsing them.
         self._prefixes = tuple(origin + "/" for origin in origins)

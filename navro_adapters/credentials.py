@@ -206,7 +206,7 @@ class OriginScope:
     to any other origin never carries it.
     """
 
-    __slots__ = ("_origins", "_parsed")
+    __slots__ = ("_origins", "parsed_origins")
 
     def __init__(self, base_url: str, extra_origins: Iterable[str] = ()) -> None:
         origins = {origin_of(base_url)}
@@ -221,7 +221,10 @@ class OriginScope:
                 parsed.add((scheme, form, port))
                 if port == _DEFAULT_PORTS.get(scheme):
                     parsed.add((scheme, form, None))
-        self._parsed: frozenset[Tuple[str, str, Optional[int]]] = frozenset(parsed)
+        #: ``(scheme, host, port)`` keys as HTTP libraries hand parsed URLs over (lower-case; the
+        #: port ``None`` for the scheme's default): a key in it is in scope. Anything else is
+        #: for :meth:`allows_origin` to decide (it also accepts other cases).
+        self.parsed_origins: frozenset[Tuple[str, str, Optional[int]]] = frozenset(parsed)
 
     def allows(self, url: str) -> bool:
         """Whether ``url`` (an absolute URL string) is on one of the origins."""
@@ -234,9 +237,9 @@ class OriginScope:
         """:meth:`allows` for a URL already parsed by an HTTP library (``port`` ``None``: the
         scheme's default; ``host`` in either case, ASCII or Unicode form)."""
         key = (scheme, host, port)
-        if key in self._parsed:  # the usual case: already lower-case
+        if key in self.parsed_origins:  # the usual case: already lower-case
             return True
-        return (scheme.lower(), host.lower(), port) in self._parsed
+        return (scheme.lower(), host.lower(), port) in self.parsed_origins
 
     def __repr__(self) -> str:
         shown = sorted(f"{s}://{h}:{p}" for s, h, p in self._origins)

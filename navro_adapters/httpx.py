@@ -34,7 +34,7 @@ from . import _httpx_flavours as flavours
 from ._drivers import ClientSends, async_sends, sends
 from ._flow import Send
 from ._httpx_flavours import AsyncHttpxTransport, HttpxTransport
-from .auth import MAX_AUTH_ATTEMPTS, AuthSource, RequestAuth
+from .auth import MAX_AUTH_ATTEMPTS, UNAUTHORIZED, AuthSource, RequestAuth
 from .credentials import Credentials
 from .provider import TokenProvider
 from .token import Token
@@ -101,29 +101,36 @@ class NavroAuth(_AuthBase):
     def sync_auth_flow(
         self, request: httpx.Request
     ) -> Generator[httpx.Request, httpx.Response, None]:
-        if not self._in_scope(request.url):
+        url = request.url
+        origin = (url.scheme, url.host, url.port)
+        if origin not in self.rule.origin_keys and not self.rule.applies_to_origin(*origin):
             yield request
             return
+        provider, clock = self.provider, self.provider.clock
         for attempt in range(1, MAX_AUTH_ATTEMPTS + 1):
-            token = self.provider.fresh_token()
-            if token is None and self.rule.has_route(sync=True):
-                token = self.rule.token()
-            elif token is None:  # through this client: its token requests are ours to yield
-                steps = sends(self.provider.token_flow(), self.provider.sync_performer())
-                step = next(steps)
-                while isinstance(step, Send):
-                    client = ClientSends()
-                    try:
-                        answer = yield flavours.token_request(request, step, client.record)
-                    except GeneratorExit:
-                        client.abandon(steps)
-                    step = client.answer(steps, answer)
-                token = step
+            attached = clock.monotonic()  # read once: the freshness check's time and the send's
+            token = provider.fresh_token(attached)
+            if token is None:
+                if self.rule.has_route(sync=True):
+                    token = self.rule.token()
+                else:  # through this client: its token requests are ours to yield
+                    steps = sends(provider.token_flow(), provider.sync_performer())
+                    step = next(steps)
+                    while isinstance(step, Send):
+                        client = ClientSends()
+                        try:
+                            answer = yield flavours.token_request(request, step, client.record)
+                        except GeneratorExit:
+                            client.abandon(steps)
+                        step = client.answer(steps, answer)
+                    token = step
+                attached = clock.monotonic()
             self.rule.set_headers(request.headers, token)
-            attached = self.provider.clock.monotonic()
             response = yield request
-            self.provider.observe_answer(attached)  # the margins adapt to queues in the pool
-            if not self._resend(request, response, token, attempt):
+            provider.observe_answer(attached)  # the margins adapt to queues in the pool
+            if response.status_code != UNAUTHORIZED or not self._resend(
+                request, response, token, attempt
+            ):
                 return
             # Release the 401's connection first: the token request may need one from the same
             # pool, and a full pool would never free one.
@@ -132,29 +139,36 @@ class NavroAuth(_AuthBase):
     async def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        if not self._in_scope(request.url):
+        url = request.url
+        origin = (url.scheme, url.host, url.port)
+        if origin not in self.rule.origin_keys and not self.rule.applies_to_origin(*origin):
             yield request
             return
+        provider, clock = self.provider, self.provider.clock
         for attempt in range(1, MAX_AUTH_ATTEMPTS + 1):
-            token = self.provider.fresh_token()
-            if token is None and self.rule.has_route(sync=False):
-                token = await self.rule.atoken()
-            elif token is None:  # through this client (see sync_auth_flow)
-                steps = async_sends(self.provider.token_flow(), self.provider.async_performer())
-                step = await steps.asend(None)
-                while isinstance(step, Send):
-                    client = ClientSends()
-                    try:
-                        answer = yield flavours.token_request(request, step, client.arecord)
-                    except GeneratorExit:
-                        await client.aabandon(steps)
-                    step = await client.aanswer(steps, answer)
-                token = step
+            attached = clock.monotonic()
+            token = provider.fresh_token(attached)
+            if token is None:
+                if self.rule.has_route(sync=False):
+                    token = await self.rule.atoken()
+                else:  # through this client (see sync_auth_flow)
+                    steps = async_sends(provider.token_flow(), provider.async_performer())
+                    step = await steps.asend(None)
+                    while isinstance(step, Send):
+                        client = ClientSends()
+                        try:
+                            answer = yield flavours.token_request(request, step, client.arecord)
+                        except GeneratorExit:
+                            await client.aabandon(steps)
+                        step = await client.aanswer(steps, answer)
+                    token = step
+                attached = clock.monotonic()
             self.rule.set_headers(request.headers, token)
-            attached = self.provider.clock.monotonic()
             response = yield request
-            self.provider.observe_answer(attached)
-            if not self._resend(request, response, token, attempt):
+            provider.observe_answer(attached)
+            if response.status_code != UNAUTHORIZED or not self._resend(
+                request, response, token, attempt
+            ):
                 return
             await response.aread()  # release the 401's connection first (see sync_auth_flow)
 

@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import asyncio
 import urllib.request
-from typing import Any, Dict, Iterable, Optional, Tuple
+from functools import partial
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 from urllib.parse import urlsplit
 
 try:
@@ -160,6 +161,8 @@ class UnboundTransport:
 class _NavroAuthBase:
     """What both auths hold: the rule, its provider, and the 401 decision."""
 
+    _handle_401: Callable[..., Any]  # the response hook: each subclass's, sync or async
+
     def __init__(
         self,
         source: AuthSource,
@@ -184,10 +187,18 @@ class _NavroAuthBase:
     def _in_scope(self, r: niquests.PreparedRequest) -> bool:
         return r.url is not None and r.headers is not None and self.rule.applies_to(r.url)
 
-    def _resend(self, r: niquests.Response) -> Any:
+    def _attached(self, r: niquests.PreparedRequest, token: Token, attached: float) -> None:
+        """Put ``token`` on ``r`` and register the response hook, told when it was attached."""
+        self.rule.set_headers(r.headers, token)  # type: ignore[arg-type]  # str or bytes keys
+        # The attach time rides on the hook itself: niquests' Response reads every attribute
+        # lazily (about 1 us each), so Response.elapsed would cost more than timing it here.
+        # Over the plain function, not a bound method: before Python 3.10, inspect tells a
+        # coroutine function through a partial only that way (the AsyncSession asks it).
+        r.hooks["response"].append(partial(type(self)._handle_401, self, attached))
+
+    def _resend(self, r: niquests.Response, attached: float) -> Any:
         """The connection adapter to resend ``r``'s request on with a new token, or None."""
-        # niquests times each send from before the pool to the answer: the margins adapt to it.
-        self.provider.observe_latency(r.elapsed.total_seconds())
+        self.provider.observe_answer(attached)  # the margins adapt to queues in the pool
         if r.status_code != UNAUTHORIZED:  # every answer but a 401: nothing more to read
             return None
         sent = r.request
@@ -201,11 +212,11 @@ class _NavroAuthBase:
         )
         return getattr(r, "connection", None) if resend else None  # the adapter that sent it
 
-    def _retry(self, r: niquests.Response, token: Token, hook: Any) -> niquests.PreparedRequest:
-        """A copy of ``r``'s request with ``token``, without ``hook``: resent once at most."""
+    def _retry(self, r: niquests.Response, token: Token) -> niquests.PreparedRequest:
+        """A copy of ``r``'s request with ``token``, without our hook: resent once at most."""
         assert r.request is not None
         retry = r.request.copy()
-        retry.hooks = without_hook(r.request.hooks, hook)  # type: ignore[arg-type]
+        retry.hooks = without_hook(r.request.hooks, type(self)._handle_401)  # type: ignore[arg-type]
         assert retry.headers is not None
         retry.headers[AUTHORIZATION] = token.authorization  # other headers, cookies too, as sent
         return retry
@@ -246,24 +257,28 @@ class NavroAuth(_NavroAuthBase, AuthBase):
     ) -> None:
         bound = NiquestsTransport(session) if session is not None else UnboundTransport()
         super().__init__(source, extra_origins, provider_options, transport=bound)
-        # Bound once: one list append per request (niquests types hooks without **kwargs).
-        self._on_response: Any = self._handle_401
 
     def __call__(self, r: niquests.PreparedRequest) -> niquests.PreparedRequest:
         if self._in_scope(r):
-            token = self.provider.fresh_token() or self.rule.token()
-            self.rule.set_headers(r.headers, token)  # type: ignore[arg-type]  # str or bytes keys
-            r.hooks["response"].append(self._on_response)
+            clock = self.provider.clock
+            attached = clock.monotonic()
+            token = self.provider.fresh_token(attached)
+            if token is None:
+                token = self.rule.token()
+                attached = clock.monotonic()
+            self._attached(r, token, attached)
         return r
 
-    def _handle_401(self, r: niquests.Response, **kwargs: Any) -> niquests.Response:
+    def _handle_401(
+        self, attached: float, r: niquests.Response, **kwargs: Any
+    ) -> niquests.Response:
         """Response hook: after a 401 to our token, resend once with a new one."""
-        connection = self._resend(r)
+        connection = self._resend(r, attached)
         if connection is None:
             return r
         r.content  # noqa: B018 - read and release the 401 first: the token request may need a
         r.close()  # connection from the same pool, and the resend can reuse this one
-        retry = self._retry(r, self.rule.token(), self._on_response)
+        retry = self._retry(r, self.rule.token())
         second: niquests.Response = connection.send(retry, **kwargs)
         second.history.append(r)
         second.request = retry
@@ -290,18 +305,23 @@ class AsyncNavroAuth(_NavroAuthBase, AsyncAuthBase):
             AsyncNiquestsTransport(session) if session is not None else UnboundTransport().asend
         )
         super().__init__(source, extra_origins, provider_options, async_transport=bound)
-        self._on_response: Any = self._handle_401
 
     async def __call__(self, r: niquests.PreparedRequest) -> niquests.PreparedRequest:
         if self._in_scope(r):
-            token = self.provider.fresh_token() or await self.rule.atoken()
-            self.rule.set_headers(r.headers, token)  # type: ignore[arg-type]  # str or bytes keys
-            r.hooks["response"].append(self._on_response)
+            clock = self.provider.clock
+            attached = clock.monotonic()
+            token = self.provider.fresh_token(attached)
+            if token is None:
+                token = await self.rule.atoken()
+                attached = clock.monotonic()
+            self._attached(r, token, attached)
         return r
 
-    async def _handle_401(self, r: niquests.Response, **kwargs: Any) -> niquests.Response:
+    async def _handle_401(
+        self, attached: float, r: niquests.Response, **kwargs: Any
+    ) -> niquests.Response:
         """Response hook (awaited by the AsyncSession): :meth:`NavroAuth._handle_401`."""
-        connection = self._resend(r)
+        connection = self._resend(r, attached)
         if connection is None:
             return r
         if isinstance(r, niquests.AsyncResponse):  # read and release the 401 first (see above)
@@ -310,7 +330,7 @@ class AsyncNavroAuth(_NavroAuthBase, AsyncAuthBase):
         else:
             r.content  # noqa: B018
             r.close()
-        retry = self._retry(r, await self.rule.atoken(), self._on_response)
+        retry = self._retry(r, await self.rule.atoken())
         second: niquests.Response = await connection.send(retry, **kwargs)
         second.history.append(r)
         second.request = retry

@@ -188,16 +188,20 @@ class TokenProvider:
         """Whether a token acquisition (a fetch or a refresh ahead) is under way right now."""
         return self._flight is not None
 
-    def fresh_token(self) -> Optional[Token]:
+    def fresh_token(self, now: Optional[float] = None) -> Optional[Token]:
         """The cached token if it is FRESH, else ``None``; never waits, fetches or locks.
 
         The hot path for async adapters: ``provider.fresh_token() or await
-        provider.aget_token()`` skips creating a coroutine on nearly every request.
+        provider.aget_token()`` skips creating a coroutine on nearly every request. ``now`` is
+        this provider's ``clock.monotonic()`` if the caller has just read it (an adapter that
+        also times the request reads the clock once).
         """
         entry = self._entry
-        if entry is not None and self.clock.monotonic() < entry[0]:
-            return entry[2]
-        return None
+        if entry is None:
+            return None
+        if now is None:
+            now = self.clock.monotonic()
+        return entry[2] if now < entry[0] else None
 
     def get_token(self, *, transport: Optional[SyncTransport] = None) -> Token:
         """A valid token, from memory when possible. Blocks only when none is valid.
@@ -264,7 +268,10 @@ class TokenProvider:
         """:meth:`observe_latency` for a request whose token was attached at ``attached_at``
         (on this provider's ``clock.monotonic``) and which was answered just now."""
         now = self.clock.monotonic()  # read once: the answer's time and the window's
-        self.observe_latency(now - attached_at, now)
+        seconds = now - attached_at
+        if seconds <= self._window_peak and now < self._window_ends:
+            return  # nearly every answer: no new peak, same window (one call, not two)
+        self.observe_latency(seconds, now)
 
     def _raise_latency(self, seconds: float) -> None:
         with self._lock:

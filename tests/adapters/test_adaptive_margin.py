@@ -97,7 +97,72 @@ def _run_requests(sandbox: Sandbox, policy: RefreshPolicy) -> List[int]:
     return statuses
 
 
-RUNS = {"httpx-async": _run_httpx_async, "requests": _run_requests}
+def _run_niquests(sandbox: Sandbox, policy: RefreshPolicy) -> List[int]:
+    niquests = pytest.importorskip("niquests")
+    from navro_adapters.niquests import NavroAuth
+
+    class Holding(niquests.adapters.HTTPAdapter):  # type: ignore[misc, name-defined]
+        def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+            if request.path_url.startswith(API_PATH):
+                time.sleep(HOLD)
+            return super().send(request, *args, **kwargs)
+
+    sandbox.set_token_ttl(TOKEN_TTL)
+    session = niquests.Session()
+    session.mount("http://", Holding())
+    auth = NavroAuth(sandbox.credentials(), session=session, refresh_policy=policy)
+    statuses: List[int] = []
+    ends = time.monotonic() + RUN_FOR
+
+    def caller(index: int) -> None:
+        time.sleep(index * STAGGER)
+        while time.monotonic() < ends:
+            statuses.append(session.get(ping(sandbox), auth=auth, timeout=30).status_code)
+
+    threads = [threading.Thread(target=caller, args=(index,)) for index in range(CALLERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    session.close()
+    return statuses
+
+
+def _run_aiohttp(sandbox: Sandbox, policy: RefreshPolicy) -> List[int]:
+    aiohttp = pytest.importorskip("aiohttp")
+    from navro_adapters.aiohttp import NavroAuthMiddleware
+
+    async def holding(request: Any, handler: Any) -> Any:  # after ours: the pool's queue
+        if request.url.path.startswith(API_PATH):
+            await asyncio.sleep(HOLD)
+        return await handler(request)
+
+    sandbox.set_token_ttl(TOKEN_TTL)
+    auth = NavroAuthMiddleware(sandbox.credentials(), refresh_policy=policy)
+
+    async def main() -> List[int]:
+        statuses: List[int] = []
+        async with aiohttp.ClientSession(middlewares=(auth, holding)) as session:
+            ends = time.monotonic() + RUN_FOR
+
+            async def caller(index: int) -> None:
+                await asyncio.sleep(index * STAGGER)
+                while time.monotonic() < ends:
+                    async with session.get(ping(sandbox)) as response:
+                        statuses.append(response.status)
+
+            await asyncio.gather(*[caller(index) for index in range(CALLERS)])
+        return statuses
+
+    return asyncio.run(main())
+
+
+RUNS = {
+    "aiohttp": _run_aiohttp,
+    "httpx-async": _run_httpx_async,
+    "niquests": _run_niquests,
+    "requests": _run_requests,
+}
 
 
 @pytest.mark.parametrize("stack", sorted(RUNS))
