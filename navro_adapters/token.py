@@ -165,7 +165,11 @@ class RefreshPolicy:
     * ``adapt_to_latency``: a token is only attached while it will outlive the time the API
       has recently taken to answer after a token was attached (pool queues included: the
       provider keeps a decaying maximum of what adapters observe). When that time exceeds
-      the expiry margin, both margins grow by the difference, never past ``L / 2``.
+      the expiry margin, both margins grow by the difference. The refresh margin never
+      passes ``L / 2``, and the expiry margin stops short of it by the static margins'
+      difference: the stale window, in which one refresh ahead runs while every caller goes
+      on with the current token, never closes (a closed one makes every caller wait for each
+      rotation's token request).
     * ``refresh_jitter``: each token's refresh ahead starts up to ``refresh_jitter`` times
       the refresh margin earlier, at random, so a fleet's processes that fetched in the same
       second do not all refresh in the same second (0 turns it off; at most 1; never before
@@ -215,9 +219,9 @@ class RefreshPolicy:
         expiry = min(expiry, half)
         refresh = min(max(refresh, expiry), half)
         if self.adapt_to_latency and latency > expiry:  # it must outlive the wait for an answer
-            grown = min(latency, half) - expiry
-            expiry += grown
-            refresh = min(refresh + grown, half)
+            stale_window = refresh - expiry  # kept: the refresh ahead runs in it, nobody waits
+            expiry = max(expiry, min(latency, half - stale_window))
+            refresh = expiry + stale_window
         return refresh, expiry
 
     def deadlines(

@@ -56,9 +56,19 @@ def test_the_margin_never_grows_past_half_the_lifetime() -> None:
     token = p.get_token()
     p.observe_latency(1000.0)
     clock.advance(149)
-    assert p.get_token() is token  # served for the first half of its life whatever happens
-    clock.advance(2)
+    assert p.get_token() is token  # fresh for the first half of its life whatever happens
+    assert p.stats.token_requests == 1
+    clock.advance(47)  # 196 s: past 300 - (150 - 45), the expiry margin's limit
     assert p.get_token() is not token
+
+
+def test_at_the_cap_the_stale_window_stays_open() -> None:
+    # The static margins of a 300 s token leave 45 s between refresh (60 s) and expiry (15 s)
+    # margins: a refresh ahead runs there while callers go on. Grown to the cap, the refresh
+    # margin is half the life and the expiry margin stops 45 s short of it.
+    token = Token("tok", expires_in=300, requested_at=0.0, requested_at_wall=0.0)
+    assert NO_JITTER.deadlines(token, latency=1000.0) == (150.0, 195.0)
+    assert NO_JITTER.deadlines(token, latency=100.0) == (155.0, 200.0)  # below the cap: as is
 
 
 def test_a_new_token_gets_the_adapted_margins_too() -> None:
@@ -155,7 +165,9 @@ def test_margins_hold_their_bounds_whatever_the_latency_and_jitter(
     assert half - tolerance <= fresh_until <= usable_until + tolerance  # fresh first, >= half life
     assert usable_until <= static_usable + tolerance  # adapting only ever shortens
     assert fresh_until <= static_fresh + tolerance
-    if latency <= half:  # a token is never served while it would expire before the answer
+    stale_window = static_usable - static_fresh  # where a refresh ahead runs, nobody waiting
+    assert usable_until - fresh_until >= stale_window - tolerance  # never closed by adapting
+    if latency <= half - stale_window:  # never served while it would expire before the answer
         assert token.expires_at - usable_until >= latency - tolerance
 
 
