@@ -42,7 +42,9 @@ __all__ = [
     "AsyncPerformer",
     "ClientSends",
     "SyncPerformer",
+    "async_client_sent",
     "async_sends",
+    "client_sent",
     "drive_async",
     "sends",
 ]
@@ -236,6 +238,40 @@ async def drive_async(flow: Generator[Any, Any, Any], perform: AsyncPerformer) -
 def response_of(response: Any) -> TransportResponse:
     """An httpx-like response (``status_code``, ``headers``, ``content``, read) as ours."""
     return TransportResponse.build(response.status_code, response.headers.items(), response.content)
+
+
+def client_sent(
+    steps: Generator[Any, Any, Any], build: Callable[[Send, Callable[..., Any]], Any]
+) -> Generator[Any, Any, Any]:
+    """Run ``steps`` (:func:`sends`) from an HTTP client's own sync auth flow, which delegates
+    here with ``yield from``: each token request goes out as ``build(send, trace)``, the
+    client's request with a ``trace`` callback, for the client to send; returns the token."""
+    step = next(steps)
+    while isinstance(step, Send):
+        client = ClientSends()
+        try:
+            answer = yield build(step, client.record)
+        except GeneratorExit:
+            client.abandon(steps)
+        step = client.answer(steps, answer)
+    return step
+
+
+async def async_client_sent(
+    steps: AsyncGenerator[Any, Any], build: Callable[[Send, Callable[..., Any]], Any]
+) -> AsyncGenerator[Any, Any]:
+    """:func:`client_sent` for an async auth flow, which cannot delegate: it sends what this
+    yields until that is the token. If the client closes the flow, throw ``GeneratorExit``
+    in here: that raises what the caller should see (see :meth:`ClientSends.aabandon`)."""
+    step = await steps.asend(None)
+    while isinstance(step, Send):
+        client = ClientSends()
+        try:
+            answer = yield build(step, client.arecord)
+        except GeneratorExit:
+            await client.aabandon(steps)
+        step = await client.aanswer(steps, answer)
+    yield step
 
 
 class ClientSends:

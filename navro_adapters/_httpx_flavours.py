@@ -8,6 +8,7 @@ names are then one module and one flavour. Only public API of either is used.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from types import ModuleType
 from typing import Any, Callable, Dict, List, Optional, Tuple, Type
@@ -22,7 +23,6 @@ from .transport import transport_failure
 
 __all__ = ["FLAVOURS", "REPLAYABLE_STREAMS", "AsyncHttpxTransport", "Flavour", "HttpxTransport"]
 
-INSTALL_HINT = "navro_adapters.httpx needs: pip install 'navro-adapters[httpx]' (or [httpx2])"
 _FLAVOUR_NAMES = ("httpx", "httpx2")  # httpx first: the name most code imports today
 
 
@@ -30,13 +30,12 @@ class Flavour:
     """One installed httpx-compatible library: the types the adapter checks against."""
 
     __slots__ = ("errors", "module", "name")
+    errors: Tuple[Type[BaseException], ...]
 
     def __init__(self, name: str, module: ModuleType) -> None:
-        self.name = name
-        self.module = module
+        self.name, self.module = name, module
         # InvalidURL is not an HTTPError; OSError covers TLS or proxy set-up outside httpx.
-        errors = (module.HTTPError, module.InvalidURL, OSError)
-        self.errors: Tuple[Type[BaseException], ...] = errors
+        self.errors = (module.HTTPError, module.InvalidURL, OSError)
 
     def failure(self, exc: BaseException) -> TransportError:
         """Our error for an httpx exception (never its text: it may hold a URL)."""
@@ -44,20 +43,17 @@ class Flavour:
 
 
 def _discover() -> List[Flavour]:
-    found: List[Flavour] = []
+    found: Dict[int, Flavour] = {}  # by module: after alias_httpx() both names are one
     for name in _FLAVOUR_NAMES:
-        try:
+        with contextlib.suppress(ImportError):
             module = importlib.import_module(name)
-        except ImportError:
-            continue
-        if all(flavour.module is not module for flavour in found):  # alias_httpx(): one module
-            found.append(Flavour(name, module))
-    return found
+            found.setdefault(id(module), Flavour(name, module))
+    return list(found.values())
 
 
 FLAVOURS: Tuple[Flavour, ...] = tuple(_discover())
 if not FLAVOURS:
-    raise ImportError(INSTALL_HINT)
+    raise ImportError("navro_adapters.httpx needs: pip install 'navro-adapters[httpx]' or [httpx2]")
 #: A ByteStream holds the whole body in memory and can be sent again; generator and multipart
 #: file bodies cannot (a non-seekable file would go out truncated).
 REPLAYABLE_STREAMS: Tuple[type, ...] = tuple(f.module.ByteStream for f in FLAVOURS)
@@ -102,8 +98,7 @@ class _OnClient:
             raise not_picklable(
                 self.argument,
                 f"an httpx {self.kind}",
-                f"build NavroAuth(..., {self.argument}=...) in the worker process, "
-                "with a client made there",
+                f"build NavroAuth(..., {self.argument}=...) in the worker process",
             )
         return (construct, (type(self), (), {"flavour": self.flavour.name}))
 

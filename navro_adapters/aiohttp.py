@@ -37,7 +37,14 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
     ) from exc
 
 from ._pickling import Reduced, not_picklable
-from .auth import API_VERSION_HEADER, AUTHORIZATION, UNAUTHORIZED, AuthSource, RequestAuth
+from .auth import (
+    API_VERSION_HEADER,
+    AUTHORIZATION,
+    UNAUTHORIZED,
+    AuthSource,
+    RequestAuth,
+    RuleAdapter,
+)
 from .errors import ConfigurationError, TransportError
 from .protocol import TokenRequest, TransportResponse
 from .provider import TokenProvider
@@ -112,7 +119,7 @@ def _replayable(body: object) -> bool:
     return not getattr(body, "consumed", False) and not isinstance(body, AsyncIterablePayload)
 
 
-class NavroAuthMiddleware:
+class NavroAuthMiddleware(RuleAdapter):
     """An aiohttp client middleware that authenticates requests to Navro's API.
 
     ``credentials_or_provider`` is :class:`~navro_adapters.Credentials` (a provider is built
@@ -202,6 +209,3 @@ class NavroAuthMiddleware:
     def __setstate__(self, state: Dict[str, Any]) -> None:
         self.provider, self.rule = state["provider"], state["rule"]
         self._last_route, self._scope = None, {}
-
-    def __repr__(self) -> str:
-        return f"NavroAuthMiddleware(provider={self.provider!r}, scope={self.rule.scope!r})"

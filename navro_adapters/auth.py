@@ -38,6 +38,7 @@ __all__ = [
     "UNAUTHORIZED",
     "AuthSource",
     "RequestAuth",
+    "RuleAdapter",
     "bearer_token_of",
 ]
 
@@ -248,3 +249,19 @@ class RequestAuth:
             f"RequestAuth(provider={self.provider!r}, scope={self.scope!r}, "
             f"token route={self.route()!r})"
         )
+
+
+class RuleAdapter:
+    """What every adapter class shares: its :class:`RequestAuth` as ``rule``, the rule's
+    ``provider``, the ``credentials`` it serves and a repr that holds no secret or token."""
+
+    __slots__ = ()
+    rule: RequestAuth
+    provider: TokenProvider
+
+    @property
+    def credentials(self) -> Credentials:
+        return self.rule.credentials
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(provider={self.provider!r}, scope={self.rule.scope!r})"

@@ -28,14 +28,13 @@ background.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING, Any, AsyncGenerator, Generator, Iterable, Tuple
 
 from . import _httpx_flavours as flavours
-from ._drivers import ClientSends, async_sends, sends
-from ._flow import Send
+from ._drivers import async_client_sent, async_sends, client_sent, sends
 from ._httpx_flavours import AsyncHttpxTransport, HttpxTransport
-from .auth import MAX_AUTH_ATTEMPTS, UNAUTHORIZED, AuthSource, RequestAuth
-from .credentials import Credentials
+from .auth import MAX_AUTH_ATTEMPTS, UNAUTHORIZED, AuthSource, RequestAuth, RuleAdapter
 from .provider import TokenProvider
 from .token import Token
 
@@ -43,6 +42,8 @@ if TYPE_CHECKING:
     import httpx
 
     _AuthBase = httpx.Auth
+    _SyncFlow = Generator[httpx.Request, httpx.Response, None]
+    _AsyncFlow = AsyncGenerator[httpx.Request, httpx.Response]
 else:
     _bases = tuple(flavour.module.Auth for flavour in flavours.FLAVOURS)
     _AuthBase = _bases[0] if len(_bases) == 1 else type("_NavroAuthBase", _bases, {})
@@ -55,7 +56,7 @@ def installed_flavours() -> Tuple[str, ...]:
     return tuple(flavour.name for flavour in flavours.FLAVOURS)
 
 
-class NavroAuth(_AuthBase):
+class NavroAuth(_AuthBase, RuleAdapter):
     """``auth=`` for httpx/httpx2 ``Client`` and ``AsyncClient``: Navro bearer tokens.
 
     ``source`` is :class:`~navro_adapters.Credentials` (a provider is built with
@@ -94,40 +95,24 @@ class NavroAuth(_AuthBase):
         )
         self.provider: TokenProvider = self.rule.provider
 
-    @property
-    def credentials(self) -> Credentials:
-        return self.rule.credentials
-
-    def sync_auth_flow(
-        self, request: httpx.Request
-    ) -> Generator[httpx.Request, httpx.Response, None]:
-        url = request.url
-        origin = (url.scheme, url.host, url.port)
-        if origin not in self.rule.origin_keys and not self.rule.applies_to_origin(*origin):
+    def sync_auth_flow(self, request: httpx.Request) -> _SyncFlow:
+        if not self._scoped(request.url):
             yield request
             return
-        provider, clock = self.provider, self.provider.clock
         for attempt in range(1, MAX_AUTH_ATTEMPTS + 1):
-            attached = clock.monotonic()  # read once: the freshness check's time and the send's
-            token = provider.fresh_token(attached)
+            # The clock read once: the freshness check's time and the send's.
+            attached = self.provider.clock.monotonic()
+            token = self.provider.fresh_token(attached)
             if token is None:
                 if self.rule.has_route(sync=True):
                     token = self.rule.token()
                 else:  # through this client: its token requests are ours to yield
-                    steps = sends(provider.token_flow(), provider.sync_performer())
-                    step = next(steps)
-                    while isinstance(step, Send):
-                        client = ClientSends()
-                        try:
-                            answer = yield flavours.token_request(request, step, client.record)
-                        except GeneratorExit:
-                            client.abandon(steps)
-                        step = client.answer(steps, answer)
-                    token = step
-                attached = clock.monotonic()
+                    steps = sends(self.provider.token_flow(), self.provider.sync_performer())
+                    token = yield from client_sent(steps, partial(flavours.token_request, request))
+                attached = self.provider.clock.monotonic()
             self.rule.set_headers(request.headers, token)
             response = yield request
-            provider.observe_answer(attached)  # the margins adapt to queues in the pool
+            self.provider.observe_answer(attached)  # the margins adapt to queues in the pool
             if response.status_code != UNAUTHORIZED or not self._resend(
                 request, response, token, attempt
             ):
@@ -136,63 +121,54 @@ class NavroAuth(_AuthBase):
             # pool, and a full pool would never free one.
             response.read()
 
-    async def async_auth_flow(
-        self, request: httpx.Request
-    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        url = request.url
-        origin = (url.scheme, url.host, url.port)
-        if origin not in self.rule.origin_keys and not self.rule.applies_to_origin(*origin):
+    async def async_auth_flow(self, request: httpx.Request) -> _AsyncFlow:
+        if not self._scoped(request.url):
             yield request
             return
-        provider, clock = self.provider, self.provider.clock
         for attempt in range(1, MAX_AUTH_ATTEMPTS + 1):
-            attached = clock.monotonic()
-            token = provider.fresh_token(attached)
+            attached = self.provider.clock.monotonic()
+            token = self.provider.fresh_token(attached)
             if token is None:
                 if self.rule.has_route(sync=False):
                     token = await self.rule.atoken()
                 else:  # through this client (see sync_auth_flow)
-                    steps = async_sends(provider.token_flow(), provider.async_performer())
-                    step = await steps.asend(None)
-                    while isinstance(step, Send):
-                        client = ClientSends()
+                    steps = async_sends(self.provider.token_flow(), self.provider.async_performer())
+                    sending = async_client_sent(steps, partial(flavours.token_request, request))
+                    token = await sending.asend(None)  # a request for this client, or the token
+                    while not isinstance(token, Token):
                         try:
-                            answer = yield flavours.token_request(request, step, client.arecord)
+                            answer = yield token
                         except GeneratorExit:
-                            await client.aabandon(steps)
-                        step = await client.aanswer(steps, answer)
-                    token = step
-                attached = clock.monotonic()
+                            await sending.athrow(GeneratorExit)  # raises what the caller sees
+                        token = await sending.asend(answer)
+                attached = self.provider.clock.monotonic()
             self.rule.set_headers(request.headers, token)
             response = yield request
-            provider.observe_answer(attached)
+            self.provider.observe_answer(attached)
             if response.status_code != UNAUTHORIZED or not self._resend(
                 request, response, token, attempt
             ):
                 return
             await response.aread()  # release the 401's connection first (see sync_auth_flow)
 
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+    def auth_flow(self, request: httpx.Request) -> _SyncFlow:
         # httpx only calls the two flows above; a direct caller gets the sync behaviour.
         return self.sync_auth_flow(request)
 
-    def _in_scope(self, url: httpx.URL) -> bool:
-        return self.rule.applies_to_origin(url.scheme, url.host, url.port)
+    def _scoped(self, url: httpx.URL) -> bool:
+        origin = (url.scheme, url.host, url.port)  # a set lookup first: the usual case
+        return origin in self.rule.origin_keys or self.rule.applies_to_origin(*origin)
 
     def _resend(
         self, request: httpx.Request, response: httpx.Response, sent: Token, attempt: int
     ) -> bool:
-        answered = response.request  # another origin, when a redirect was followed
         return self.rule.resend_after(
             response.status_code,
             sent,
             attempt=attempt,
-            answered_in_scope=answered is request or self._in_scope(answered.url),
+            answered_in_scope=self._scoped(response.request.url),  # a redirect's may not be
             replayable=isinstance(request.stream, flavours.REPLAYABLE_STREAMS),
         )
 
     def close(self) -> None:
         """Nothing to close: token requests use your clients (kept for compatibility)."""
-
-    def __repr__(self) -> str:
-        return f"NavroAuth(provider={self.provider!r}, scope={self.rule.scope!r})"

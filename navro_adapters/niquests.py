@@ -27,11 +27,8 @@ same connection adapter, as niquests' digest auths do. Public niquests API only.
 
 from __future__ import annotations
 
-import asyncio
-import urllib.request
 from functools import partial
 from typing import Any, Callable, Dict, Iterable, Optional, Tuple
-from urllib.parse import urlsplit
 
 try:
     import niquests
@@ -42,32 +39,34 @@ except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
         "navro_adapters.niquests needs niquests: pip install 'navro-adapters[niquests]'"
     ) from exc
 
-from ._sessions import REPLAYABLE_BODIES, bind_session_hint, without_hook
-from .auth import AUTHORIZATION, UNAUTHORIZED, AuthSource, RequestAuth, bearer_token_of
-from .credentials import Credentials
-from .errors import ConfigurationError, TransportError
+from ._sessions import UnboundTransport, resend_with_new_token, resent, retry_request
+from .auth import UNAUTHORIZED, AuthSource, RequestAuth, RuleAdapter
+from .errors import ConfigurationError
 from .protocol import TokenRequest, TransportResponse
 from .provider import TokenProvider
 from .token import Token
-from .transport import AsyncTransport, SyncTransport, UrllibTransport, transport_failure
+from .transport import transport_failure
 
 __all__ = ["AsyncNavroAuth", "AsyncNiquestsTransport", "NavroAuth", "NiquestsTransport"]
 
-_UNBOUND = "the standard library (urllib), not your niquests session"
+
+_ERRORS = (niquests.RequestException, OSError)
 
 
 def _prepare(
-    session: niquests.Session, request: TokenRequest
+    session: niquests.Session, request: TokenRequest, timeout: float
 ) -> Tuple[niquests.PreparedRequest, Dict[str, Any]]:
     """The token request prepared bare (niquests' User-Agent, none of the session's auth,
-    headers, cookies or hooks) and the session's proxy/TLS settings for its URL."""
+    headers, cookies or hooks) and the keywords for ``session.send``: the session's proxy and
+    TLS settings for its URL, the timeout, and no redirect (it would carry the secret)."""
     headers = default_headers()
     for name, value in request.headers.items():
         headers[name] = value
-    prepared = niquests.Request(
-        request.method, request.url, headers=headers, data=request.body
-    ).prepare()
-    return prepared, session.merge_environment_settings(request.url, {}, None, None, None)
+    prepared = niquests.Request(request.method, request.url, headers=headers, data=request.body)
+    options = session.merge_environment_settings(request.url, {}, None, None, None)
+    # Read whole even from a session that streams: the token answer is small and parsed at once.
+    options.update(stream=False, allow_redirects=False, timeout=timeout)
+    return prepared.prepare(), options
 
 
 def _answer(response: niquests.Response) -> TransportResponse:
@@ -75,114 +74,62 @@ def _answer(response: niquests.Response) -> TransportResponse:
     return TransportResponse.build(status, response.headers.items(), response.content or b"")
 
 
-def _failure(exc: BaseException) -> TransportError:
-    return transport_failure(exc, timed_out=isinstance(exc, niquests.Timeout))
+class _OnSession:
+    """A token route through your session; ``is_async`` says which kind it takes."""
+
+    is_async = False
+    expects = "niquests.Session (for an AsyncSession use AsyncNavroAuth)"
+
+    def __init__(self, session: Any) -> None:
+        is_async = isinstance(session, niquests.AsyncSession)
+        if not isinstance(session, niquests.Session) or is_async is not self.is_async:
+            raise ConfigurationError("session", f"must be a {self.expects}")
+        self.session: Any = session  # a Session, or an AsyncSession when is_async
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(caller session)"
 
 
-class NiquestsTransport:
+class NiquestsTransport(_OnSession):
     """Sync token requests through your ``niquests.Session`` (its ``verify``, ``cert``,
     ``proxies`` and adapters, and the environment's as ``session.request`` merges them); never
     redirected (a redirect would carry the client secret elsewhere)."""
 
-    def __init__(self, session: niquests.Session) -> None:
-        if not isinstance(session, niquests.Session) or isinstance(session, niquests.AsyncSession):
-            raise ConfigurationError(
-                "session", "must be a niquests.Session (for an AsyncSession use AsyncNavroAuth)"
-            )
-        self.session = session
-
     def __call__(self, request: TokenRequest, *, timeout: float) -> TransportResponse:
-        prepared, settings = _prepare(self.session, request)
+        prepared, options = _prepare(self.session, request, timeout)
         try:
-            response = self.session.send(
-                prepared, allow_redirects=False, timeout=timeout, **settings
-            )
-            return _answer(response)
-        except (niquests.RequestException, OSError) as exc:
-            raise _failure(exc) from exc
-
-    def __repr__(self) -> str:
-        return "NiquestsTransport(caller session)"
+            return _answer(self.session.send(prepared, **options))
+        except _ERRORS as exc:
+            raise transport_failure(exc, timed_out=isinstance(exc, niquests.Timeout)) from exc
 
 
-class AsyncNiquestsTransport:
+class AsyncNiquestsTransport(_OnSession):
     """:class:`NiquestsTransport` for your ``niquests.AsyncSession``, from its event loop."""
 
-    def __init__(self, session: niquests.AsyncSession) -> None:
-        if not isinstance(session, niquests.AsyncSession):
-            raise ConfigurationError("session", "must be a niquests.AsyncSession")
-        self.session = session
+    is_async = True
+    expects = "niquests.AsyncSession"
 
     async def __call__(self, request: TokenRequest, *, timeout: float) -> TransportResponse:
-        prepared, settings = _prepare(self.session, request)
+        prepared, options = _prepare(self.session, request, timeout)
         try:
-            response = await self.session.send(
-                prepared, allow_redirects=False, timeout=timeout, **settings
-            )
-            return _answer(response)  # not streamed: send has read the body
-        except (niquests.RequestException, OSError) as exc:
-            raise _failure(exc) from exc
-
-    def __repr__(self) -> str:
-        return "AsyncNiquestsTransport(caller session)"
+            return _answer(await self.session.send(prepared, **options))
+        except _ERRORS as exc:
+            raise transport_failure(exc, timed_out=isinstance(exc, niquests.Timeout)) from exc
 
 
-def _proxied(url: str) -> bool:
-    """Whether urllib sends a request to ``url`` through a proxy from the environment."""
-    parts = urlsplit(url)
-    proxies = urllib.request.getproxies()
-    return parts.scheme in proxies and not urllib.request.proxy_bypass(parts.hostname or "")
-
-
-class UnboundTransport:
-    """Token requests of an auth given no session: the standard library's transport, whose TLS
-    and proxy failures say how to send them through your session instead (an auth cannot see
-    the session it is attached to)."""
-
-    def __init__(self) -> None:
-        self.urllib = UrllibTransport()
-
-    def __call__(self, request: TokenRequest, *, timeout: float) -> TransportResponse:
-        try:
-            return self.urllib(request, timeout=timeout)
-        except TransportError as failure:
-            if failure.retryable and not _proxied(request.url):
-                raise
-            raise bind_session_hint(failure, _UNBOUND) from failure
-
-    async def asend(self, request: TokenRequest, *, timeout: float) -> TransportResponse:
-        """The same on a worker thread: the event loop never blocks."""
-        return await asyncio.to_thread(self, request, timeout=timeout)
-
-    def __repr__(self) -> str:
-        return "UnboundTransport(urllib)"
-
-
-class _NavroAuthBase:
+class _NavroAuthBase(RuleAdapter):
     """What both auths hold: the rule, its provider, and the 401 decision."""
 
     _handle_401: Callable[..., Any]  # the response hook: each subclass's, sync or async
+    _route = "transport"  # RequestAuth's keyword for the token route: the sync or async one
 
     def __init__(
-        self,
-        source: AuthSource,
-        extra_origins: Iterable[str],
-        provider_options: Dict[str, Any],
-        transport: Optional[SyncTransport] = None,
-        async_transport: Optional[AsyncTransport] = None,
+        self, source: AuthSource, extra_origins: Iterable[str], options: Dict[str, Any], route: Any
     ) -> None:
         self.rule = RequestAuth(
-            source,
-            extra_origins=extra_origins,
-            provider_options=provider_options,
-            transport=transport,
-            async_transport=async_transport,
+            source, extra_origins=extra_origins, provider_options=options, **{self._route: route}
         )
         self.provider: TokenProvider = self.rule.provider
-
-    @property
-    def credentials(self) -> Credentials:
-        return self.rule.credentials
 
     def _in_scope(self, r: niquests.PreparedRequest) -> bool:
         return r.url is not None and r.headers is not None and self.rule.applies_to(r.url)
@@ -199,34 +146,12 @@ class _NavroAuthBase:
     def _resend(self, r: niquests.Response, attached: float) -> Any:
         """The connection adapter to resend ``r``'s request on with a new token, or None."""
         self.provider.observe_answer(attached)  # the margins adapt to queues in the pool
-        if r.status_code != UNAUTHORIZED:  # every answer but a 401: nothing more to read
-            return None
-        sent = r.request
-        if sent is None or sent.headers is None or r.status_code is None:
-            return None
-        body, authorization = sent.body, sent.headers.get(AUTHORIZATION)
-        resend = self.rule.resend_after(
-            r.status_code,
-            bearer_token_of(authorization if isinstance(authorization, str) else None),
-            replayable=body is None or isinstance(body, REPLAYABLE_BODIES),
-        )
+        resend = r.status_code == UNAUTHORIZED and resend_with_new_token(self.rule, r)
         return getattr(r, "connection", None) if resend else None  # the adapter that sent it
-
-    def _retry(self, r: niquests.Response, token: Token) -> niquests.PreparedRequest:
-        """A copy of ``r``'s request with ``token``, without our hook: resent once at most."""
-        assert r.request is not None
-        retry = r.request.copy()
-        retry.hooks = without_hook(r.request.hooks, type(self)._handle_401)  # type: ignore[arg-type]
-        assert retry.headers is not None
-        retry.headers[AUTHORIZATION] = token.authorization  # other headers, cookies too, as sent
-        return retry
 
     def close(self) -> None:
         """Nothing to close: token requests use your session or the standard library (kept
         for parity with :meth:`navro_adapters.requests.NavroAuth.close`)."""
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(provider={self.provider!r}, scope={self.rule.scope!r})"
 
 
 class NavroAuth(_NavroAuthBase, AuthBase):
@@ -255,17 +180,16 @@ class NavroAuth(_NavroAuthBase, AuthBase):
         extra_origins: Iterable[str] = (),
         **provider_options: Any,
     ) -> None:
-        bound = NiquestsTransport(session) if session is not None else UnboundTransport()
-        super().__init__(source, extra_origins, provider_options, transport=bound)
+        bound = NiquestsTransport(session) if session is not None else UnboundTransport("niquests")
+        super().__init__(source, extra_origins, provider_options, bound)
 
     def __call__(self, r: niquests.PreparedRequest) -> niquests.PreparedRequest:
         if self._in_scope(r):
-            clock = self.provider.clock
-            attached = clock.monotonic()
+            attached = self.provider.clock.monotonic()
             token = self.provider.fresh_token(attached)
             if token is None:
                 token = self.rule.token()
-                attached = clock.monotonic()
+                attached = self.provider.clock.monotonic()
             self._attached(r, token, attached)
         return r
 
@@ -278,11 +202,8 @@ class NavroAuth(_NavroAuthBase, AuthBase):
             return r
         r.content  # noqa: B018 - read and release the 401 first: the token request may need a
         r.close()  # connection from the same pool, and the resend can reuse this one
-        retry = self._retry(r, self.rule.token())
-        second: niquests.Response = connection.send(retry, **kwargs)
-        second.history.append(r)
-        second.request = retry
-        return second
+        retry = retry_request(r.request, self.rule.token(), type(self)._handle_401)
+        return resent(r, connection.send(retry, **kwargs), retry)  # type: ignore[no-any-return]
 
 
 class AsyncNavroAuth(_NavroAuthBase, AsyncAuthBase):
@@ -293,6 +214,8 @@ class AsyncNavroAuth(_NavroAuthBase, AsyncAuthBase):
     never blocks, and one token request serves every task waiting for it.
     """
 
+    _route = "async_transport"
+
     def __init__(
         self,
         source: AuthSource,
@@ -301,19 +224,16 @@ class AsyncNavroAuth(_NavroAuthBase, AsyncAuthBase):
         extra_origins: Iterable[str] = (),
         **provider_options: Any,
     ) -> None:
-        bound: AsyncTransport = (
-            AsyncNiquestsTransport(session) if session is not None else UnboundTransport().asend
-        )
-        super().__init__(source, extra_origins, provider_options, async_transport=bound)
+        bound = AsyncNiquestsTransport(session) if session else UnboundTransport("niquests").asend
+        super().__init__(source, extra_origins, provider_options, bound)
 
     async def __call__(self, r: niquests.PreparedRequest) -> niquests.PreparedRequest:
         if self._in_scope(r):
-            clock = self.provider.clock
-            attached = clock.monotonic()
+            attached = self.provider.clock.monotonic()
             token = self.provider.fresh_token(attached)
             if token is None:
                 token = await self.rule.atoken()
-                attached = clock.monotonic()
+                attached = self.provider.clock.monotonic()
             self._attached(r, token, attached)
         return r
 
@@ -330,8 +250,5 @@ class AsyncNavroAuth(_NavroAuthBase, AsyncAuthBase):
         else:
             r.content  # noqa: B018
             r.close()
-        retry = self._retry(r, await self.rule.atoken())
-        second: niquests.Response = await connection.send(retry, **kwargs)
-        second.history.append(r)
-        second.request = retry
-        return second
+        retry = retry_request(r.request, await self.rule.atoken(), type(self)._handle_401)
+        return resent(r, await connection.send(retry, **kwargs), retry)  # type: ignore[no-any-return]

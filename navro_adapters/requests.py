@@ -30,9 +30,8 @@ except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
         "navro_adapters.requests needs requests: pip install 'navro-adapters[requests]'"
     ) from exc
 
-from ._sessions import REPLAYABLE_BODIES, bind_session_hint, without_hook
-from .auth import AUTHORIZATION, UNAUTHORIZED, AuthSource, RequestAuth, bearer_token_of
-from .credentials import Credentials
+from ._sessions import bind_session_hint, resend_with_new_token, resent, retry_request
+from .auth import UNAUTHORIZED, AuthSource, RequestAuth, RuleAdapter
 from .errors import ConfigurationError
 from .protocol import TokenRequest, TransportResponse
 from .provider import TokenProvider
@@ -85,7 +84,7 @@ class RequestsTransport:
         return f"RequestsTransport({'private' if self.owns_session else 'caller'} session)"
 
 
-class NavroAuth(AuthBase):
+class NavroAuth(AuthBase, RuleAdapter):
     """``session.auth`` (or ``auth=``) for Navro: bearer tokens from a TokenProvider.
 
     ``source`` is :class:`~navro_adapters.Credentials` (a provider is built with
@@ -123,10 +122,6 @@ class NavroAuth(AuthBase):
         self.provider: TokenProvider = self.rule.provider
         self._on_response = self._handle_401  # bound once: one list append per request
 
-    @property
-    def credentials(self) -> Credentials:
-        return self.rule.credentials
-
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
         if r.url is None or not self.rule.applies_to(r.url):
             return r
@@ -140,38 +135,23 @@ class NavroAuth(AuthBase):
         self.provider.observe_latency(r.elapsed.total_seconds())
         if r.status_code != UNAUTHORIZED:  # every answer but a 401: nothing more to read
             return r
-        sent = r.request
-        body = sent.body
         connection = getattr(r, "connection", None)  # the HTTPAdapter; None for other adapters
-        resend = self.rule.resend_after(
-            r.status_code,
-            bearer_token_of(sent.headers.get(AUTHORIZATION)),
-            replayable=body is None or isinstance(body, REPLAYABLE_BODIES),
-        )
-        if not resend or connection is None:
+        if not resend_with_new_token(self.rule, r) or connection is None:
             return r
         # Read and release the 401 first: the token request may need a connection (from this
         # pool, or one more the server must accept), and the resend can reuse this one.
         r.content  # noqa: B018
         r.close()
-        token = self.rule.token()
-        retry = sent.copy()
-        retry.hooks = without_hook(sent.hooks, self._on_response)
-        retry.headers[AUTHORIZATION] = token.authorization
+        sent = r.request
+        retry = retry_request(sent, self.rule.token(), self._on_response)
         # Cookies set by the 401, as HTTPDigestAuth re-prepares them: requests has no public
         # accessor for a prepared request's jar (the one private name this package touches).
         jar = getattr(retry, "_cookies", None)
         if jar is not None:
             _extract_cookies_to_jar(jar, sent, r.raw)
             retry.prepare_cookies(jar)
-        second: requests.Response = connection.send(retry, **kwargs)
-        second.history.append(r)
-        second.request = retry
-        return second
+        return resent(r, connection.send(retry, **kwargs), retry)  # type: ignore[no-any-return]
 
     def close(self) -> None:
         """Close the private session used for token requests, if this adapter made one."""
         self._transport.close()
-
-    def __repr__(self) -> str:
-        return f"NavroAuth(provider={self.provider!r}, scope={self.rule.scope!r})"
