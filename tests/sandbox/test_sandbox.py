@@ -505,7 +505,8 @@ def test_fuzzed_token_requests_never_get_5xx(
 @given(raw=st.binary(min_size=1, max_size=400))
 def test_fuzzed_raw_bytes_never_get_5xx_or_kill_the_server(raw: bytes) -> None:
     with Sandbox() as sandbox:
-        answer = raw_exchange(sandbox, raw + b"\r\n\r\n", timeout=0.5)
+        # Generous: an answer or a close comes at once; on two busy cores it once took > 0.5 s.
+        answer = raw_exchange(sandbox, raw + b"\r\n\r\n", timeout=5.0)
         if answer:
             assert 100 <= status_of(answer) < 500
         assert get_token(sandbox)
