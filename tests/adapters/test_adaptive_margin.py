@@ -12,6 +12,7 @@ a request wait for seconds while others pass; the margin never grows past half t
 from __future__ import annotations
 
 import asyncio
+import importlib
 import threading
 import time
 from typing import Any, List
@@ -66,49 +67,19 @@ def _run_httpx_async(sandbox: Sandbox, policy: RefreshPolicy) -> List[int]:
     return asyncio.run(main())
 
 
-def _run_requests(sandbox: Sandbox, policy: RefreshPolicy) -> List[int]:
-    requests = pytest.importorskip("requests")
-    from navro_adapters.requests import NavroAuth
+def _run_session(library: str, adapter: str, sandbox: Sandbox, policy: RefreshPolicy) -> List[int]:
+    """requests or niquests: staggered threads on one session holding every API request."""
+    module = pytest.importorskip(library)
+    NavroAuth = importlib.import_module(adapter).NavroAuth
 
-    class Holding(requests.adapters.HTTPAdapter):  # type: ignore[misc, name-defined]
+    class Holding(module.adapters.HTTPAdapter):  # type: ignore[misc, name-defined]
         def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
             if request.path_url.startswith(API_PATH):
                 time.sleep(HOLD)
             return super().send(request, *args, **kwargs)
 
     sandbox.set_token_ttl(TOKEN_TTL)
-    session = requests.Session()
-    session.mount("http://", Holding())
-    session.auth = NavroAuth(sandbox.credentials(), session=session, refresh_policy=policy)
-    statuses: List[int] = []
-    ends = time.monotonic() + RUN_FOR
-
-    def caller(index: int) -> None:
-        time.sleep(index * STAGGER)
-        while time.monotonic() < ends:
-            statuses.append(session.get(ping(sandbox), timeout=30).status_code)
-
-    threads = [threading.Thread(target=caller, args=(index,)) for index in range(CALLERS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    session.close()
-    return statuses
-
-
-def _run_niquests(sandbox: Sandbox, policy: RefreshPolicy) -> List[int]:
-    niquests = pytest.importorskip("niquests")
-    from navro_adapters.niquests import NavroAuth
-
-    class Holding(niquests.adapters.HTTPAdapter):  # type: ignore[misc, name-defined]
-        def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-            if request.path_url.startswith(API_PATH):
-                time.sleep(HOLD)
-            return super().send(request, *args, **kwargs)
-
-    sandbox.set_token_ttl(TOKEN_TTL)
-    session = niquests.Session()
+    session = module.Session()
     session.mount("http://", Holding())
     auth = NavroAuth(sandbox.credentials(), session=session, refresh_policy=policy)
     statuses: List[int] = []
@@ -126,6 +97,14 @@ def _run_niquests(sandbox: Sandbox, policy: RefreshPolicy) -> List[int]:
         thread.join(60)
     session.close()
     return statuses
+
+
+def _run_requests(sandbox: Sandbox, policy: RefreshPolicy) -> List[int]:
+    return _run_session("requests", "navro_adapters.requests", sandbox, policy)
+
+
+def _run_niquests(sandbox: Sandbox, policy: RefreshPolicy) -> List[int]:
+    return _run_session("niquests", "navro_adapters.niquests", sandbox, policy)
 
 
 def _run_aiohttp(sandbox: Sandbox, policy: RefreshPolicy) -> List[int]:
