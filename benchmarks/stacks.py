@@ -151,6 +151,14 @@ STACKS: Tuple[StackSpec, ...] = (
     ),
     StackSpec("baseline-aiohttp", "no auth: aiohttp", "baseline", "tasks", None, ("aiohttp",)),
     StackSpec("navro-aiohttp", "navro aiohttp", "ours", "tasks", "baseline-aiohttp", ("aiohttp",)),
+    StackSpec(
+        "navro-aiohttp-token-session",
+        "navro aiohttp, token_session=",
+        "ours",
+        "tasks",
+        "baseline-aiohttp",
+        ("aiohttp",),
+    ),
     StackSpec("baseline-niquests", "no auth: niquests", "baseline", "threads", None, ("niquests",)),
     StackSpec(
         "navro-niquests",
@@ -508,11 +516,14 @@ class AsyncHttpxDriver:
 class AiohttpDriver:
     """Tasks sharing one ``aiohttp.ClientSession``."""
 
-    def __init__(self, session: Any, target: Target, middleware: Any = None) -> None:
+    def __init__(
+        self, session: Any, target: Target, middleware: Any = None, token_session: Any = None
+    ) -> None:
         self.session = session
         self.url = target.ping_url
         self.ids = AuthIds()
         self.middleware = middleware  # the auth middleware, for the in-process hook timing
+        self.token_session = token_session  # closed with the driver
 
     async def warm(self) -> CallResult:
         return await self.call()
@@ -528,6 +539,8 @@ class AiohttpDriver:
 
     async def aclose(self) -> None:
         await self.session.close()
+        if self.token_session is not None:
+            await self.token_session.close()
 
 
 def _aiohttp_session(target: Target, **kwargs: Any) -> Any:
@@ -613,4 +626,12 @@ async def make_async_driver(key: str, target: Target) -> AsyncDriver:
         middleware = NavroAuthMiddleware(creds)
         session = _aiohttp_session(target, middlewares=(middleware,))
         return AiohttpDriver(session, target, middleware)
+    if key == "navro-aiohttp-token-session":
+        from navro_adapters.aiohttp import NavroAuthMiddleware
+
+        # The documented remedy for a saturated connector: token requests get a pool of their own.
+        token_session = _aiohttp_session(target)
+        middleware = NavroAuthMiddleware(creds, token_session=token_session)
+        session = _aiohttp_session(target, middlewares=(middleware,))
+        return AiohttpDriver(session, target, middleware, token_session)
     raise KeyError(f"not an asyncio stack: {key}")
