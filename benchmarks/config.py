@@ -48,6 +48,10 @@ class BenchConfig:
     fleet_tasks: int = 250  # ... x asyncio tasks, each a worker with its own TokenProvider
     fleet_ttl: float = 3.0  # token lifetime in the fleet
     fleet_lifetimes: float = 3.0  # how many lifetimes each fleet runs
+    #: The no-store fleets that show the refresh jitter use longer tokens: the jitter spreads
+    #: refreshes over a share of the lifetime, and a 3 s token has no second to spread over.
+    fleet_jitter_ttl: float = 30.0
+    fleet_jitter_lifetimes: float = 1.0  # each provider's first refresh falls in it
     quick: bool = False
 
     @classmethod
@@ -73,6 +77,7 @@ class BenchConfig:
             fleet_processes=2,
             fleet_tasks=50,
             fleet_ttl=1.0,
+            fleet_jitter_ttl=2.0,
             quick=True,
         )
 

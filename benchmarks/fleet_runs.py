@@ -3,7 +3,9 @@
 * ``redis``: the fleet at scale (:mod:`benchmarks.fleet_tasks`) sharing one real
   ``redis-server`` (skipped, saying why, when the binary is not installed);
 * ``jitter``: the same fleet without a store, once with ``refresh_jitter=0.0`` and once with
-  the default policy, for the refresh spread before and after (``fleet-jitter.png``);
+  the default policy, for the refresh spread before and after (``fleet-jitter.png``), with
+  ``fleet_jitter_ttl`` tokens (30 s): the jitter spreads refreshes over a share of the
+  lifetime, so it needs a lifetime long enough for seconds to mean something;
 * ``threads`` (opt-in, ``--fleet-threads``): the older thread fleet of :mod:`benchmarks.fleet`
   with no store and a file store.
 """
@@ -35,11 +37,12 @@ def run_fleets(config: BenchConfig, *, with_threads: bool = False) -> Dict[str, 
     from .fleet_tasks import run_task_fleet
 
     def task_fleet(store: str, jitter: Any = None) -> Callable[[], Dict[str, Any]]:
+        shared = store != "none"
         return lambda: run_task_fleet(
             config.fleet_processes,
             config.fleet_tasks,
-            config.fleet_ttl,
-            config.fleet_lifetimes,
+            config.fleet_ttl if shared else config.fleet_jitter_ttl,
+            config.fleet_lifetimes if shared else config.fleet_jitter_lifetimes,
             store=store,
             jitter=jitter,
         )

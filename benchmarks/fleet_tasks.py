@@ -153,20 +153,28 @@ def _commands(redis_url: str) -> Dict[str, int]:
 def refresh_spread(refreshes: Sequence[Sequence[float]]) -> Dict[str, Optional[float]]:
     """How ``[generation, offset s]`` refreshes spread in time: per generation (the k-th
     token of every worker), the range and standard deviation of the instants, as the median
-    over generations; and the most refreshes that fell in one second."""
+    over generations; and the most refreshes that fell in any one second (a sliding window)."""
     by_generation: Dict[int, List[float]] = {}
-    per_second: Dict[int, int] = {}
     for generation, offset in refreshes:
         by_generation.setdefault(int(generation), []).append(offset)
-        per_second[int(offset)] = per_second.get(int(offset), 0) + 1
     if not by_generation:
         return {"range_s": None, "stdev_s": None, "busiest_second": None}
     groups = list(by_generation.values())
     return {
         "range_s": statistics.median(max(g) - min(g) for g in groups),
         "stdev_s": statistics.median(statistics.pstdev(g) for g in groups),
-        "busiest_second": float(max(per_second.values())),
+        "busiest_second": float(_busiest(sorted(offset for _g, offset in refreshes), 1.0)),
     }
+
+
+def _busiest(instants: Sequence[float], width: float) -> int:
+    """The most of the sorted ``instants`` that fall in any span ``[t, t + width)``."""
+    most, first = 0, 0
+    for last, instant in enumerate(instants):
+        while instants[first] <= instant - width:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
 
 
 def _percentile(values: Sequence[float], fraction: float) -> Optional[float]:
