@@ -15,41 +15,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from typing import Any, Awaitable, Callable, Coroutine, Set, TypeVar
+from typing import Any, Awaitable, Callable, Coroutine, Set, Tuple, TypeVar
 
 from ._log import logger
 
 __all__ = ["AsyncRuntime", "Waiter", "current", "sleep"]
 
 T = TypeVar("T")
-
-
-class Waiter:
-    """One coroutine waiting for another caller's work, on the loop (or trio run) it runs in.
-
-    :meth:`wake` may be called from any thread, once or more; it returns ``False`` when the
-    loop is gone (nothing will run there again). ``await wait(seconds)`` returns when woken or
-    when ``seconds`` have passed, whichever first; cancelling it cancels only this wait.
-    ``group`` is the loop, so waiters of one loop can be woken one at a time.
-    """
-
-    __slots__ = ("_wake", "group", "wait", "woken")
-
-    def __init__(
-        self,
-        group: object,
-        wake: Callable[[], bool],
-        wait: Callable[[float], Awaitable[None]],
-    ) -> None:
-        self.group = group
-        self.wait = wait
-        self.woken = False  # wake() has been called
-        self._wake = wake
-
-    def wake(self) -> bool:
-        self.woken = True
-        return self._wake()
-
+#: ``(wake, wait)``: ``wake()`` may be called from any thread, once or more; ``await
+#: wait(seconds)`` returns when woken or when ``seconds`` have passed, whichever first.
+Waiter = Tuple[Callable[[], None], Callable[[float], Awaitable[None]]]
 
 _tasks: Set[asyncio.Task[Any]] = set()  # strong references to spawned work until done
 
@@ -91,19 +66,16 @@ class AsyncRuntime:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
 
-        def wake() -> bool:
-            try:
+        def wake() -> None:
+            with contextlib.suppress(RuntimeError):  # a closed loop: its waiter is gone with it
                 loop.call_soon_threadsafe(_resolve, future)
-            except RuntimeError:  # a closed loop: its waiter is gone with it
-                return False
-            return True
 
         async def wait(seconds: float) -> None:
             # Cancelling this waiter cancels only its own future, never what it waits for.
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(future, max(0.0, seconds))
 
-        return Waiter(loop, wake, wait)
+        return wake, wait
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -156,18 +128,15 @@ class TrioRuntime(AsyncRuntime):
         run = trio.lowlevel.current_trio_token()
         event = trio.Event()
 
-        def wake() -> bool:
-            try:
+        def wake() -> None:
+            with contextlib.suppress(trio.RunFinishedError):  # the run is over: so is its waiter
                 run.run_sync_soon(event.set)
-            except trio.RunFinishedError:  # the run is over: so is its waiter
-                return False
-            return True
 
         async def wait(seconds: float) -> None:
             with trio.move_on_after(max(0.0, seconds)):
                 await event.wait()
 
-        return Waiter(run, wake, wait)
+        return wake, wait
 
 
 _ASYNCIO = AsyncRuntime()

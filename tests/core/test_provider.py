@@ -212,62 +212,6 @@ async def test_cancelling_waiters_neither_cancels_the_fetch_nor_strands_others()
     assert len(transport.calls) == 1
 
 
-class LoopIterations:
-    """Counts the event loop's iterations: a callback that reschedules itself on every one."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._loop = asyncio.get_running_loop()
-        self._handle = self._loop.call_soon(self._tick)
-
-    def _tick(self) -> None:
-        self.count += 1
-        self._handle = self._loop.call_soon(self._tick)
-
-    def stop(self) -> None:
-        self._handle.cancel()
-
-
-async def test_waiters_resume_one_per_loop_iteration() -> None:
-    # Woken together, they all ran in one iteration: the loop stalled for their whole burst.
-    gate = asyncio.Event()
-    transport = AsyncScriptedTransport(async_gate=gate)
-    p = TokenProvider(CREDS, async_transport=transport)
-    iterations = LoopIterations()
-    resumed: List[int] = []
-
-    async def caller() -> Token:
-        token = await p.aget_token()
-        resumed.append(iterations.count)
-        return token
-
-    tasks = [asyncio.ensure_future(caller()) for _ in range(200)]
-    await asyncio.sleep(0.02)
-    gate.set()
-    tokens = await asyncio.wait_for(asyncio.gather(*tasks), 10)
-    iterations.stop()
-    assert len(set(tokens)) == 1 and len(transport.calls) == 1
-    assert len(resumed) == 200 and len(set(resumed)) == 200, "two waiters ran in one iteration"
-
-
-async def test_cancelling_waiters_while_they_are_woken_in_turn_strands_nobody() -> None:
-    gate = asyncio.Event()
-    transport = AsyncScriptedTransport(async_gate=gate)
-    p = TokenProvider(CREDS, async_transport=transport)
-    tasks = [asyncio.ensure_future(p.aget_token()) for _ in range(100)]
-    await asyncio.sleep(0.02)
-    gate.set()
-    for _ in range(5):  # the wake-ups are under way: some have had their turn, most wait
-        await asyncio.sleep(0)
-    for task in tasks[::3]:
-        task.cancel()
-    done = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 10)
-    tokens = [d for d in done if isinstance(d, Token)]
-    cancelled = [d for d in done if isinstance(d, asyncio.CancelledError)]
-    assert len(tokens) + len(cancelled) == 100 and len(tokens) >= 66
-    assert len(set(tokens)) == 1 and len(transport.calls) == 1
-
-
 def test_provider_works_across_event_loops_and_threads() -> None:
     transport = ScriptedTransport()
     p = TokenProvider(CREDS, transport=transport)
