@@ -620,17 +620,11 @@ async def make_async_driver(key: str, target: Target) -> AsyncDriver:
         return AsyncHttpxDriver(client, target)
     if key == "baseline-aiohttp":
         return AiohttpDriver(_aiohttp_session(target, headers=fixed), target)
-    if key == "navro-aiohttp":
+    if key in ("navro-aiohttp", "navro-aiohttp-token-session"):
         from navro_adapters.aiohttp import NavroAuthMiddleware
 
-        middleware = NavroAuthMiddleware(creds)
-        session = _aiohttp_session(target, middlewares=(middleware,))
-        return AiohttpDriver(session, target, middleware)
-    if key == "navro-aiohttp-token-session":
-        from navro_adapters.aiohttp import NavroAuthMiddleware
-
-        # The documented remedy for a saturated connector: token requests get a pool of their own.
-        token_session = _aiohttp_session(target)
+        # token_session=: the documented remedy for a saturated connector, a pool of its own
+        token_session = _aiohttp_session(target) if key.endswith("token-session") else None
         middleware = NavroAuthMiddleware(creds, token_session=token_session)
         session = _aiohttp_session(target, middlewares=(middleware,))
         return AiohttpDriver(session, target, middleware, token_session)
